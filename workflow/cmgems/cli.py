@@ -1,0 +1,57 @@
+"""`cmgems <stage> ...`: one subcommand per pipeline stage; each stage module is imported only when used.
+
+A stage module defines `configure_parser(parser)`, which adds its arguments (or its own subcommands)
+and sets `func` through `parser.set_defaults(func=...)`; `func(args)` does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cmgems.errors import CmgemsError
+
+STAGES = {
+    "genome": ("cmgems.genome", "download a reference genome and write cleaned contigs"),
+    "corpus": ("cmgems.corpus", "chunk cleaned contigs into the k-mer pretraining corpus"),
+    "tokenizer": ("cmgems.kmers", "write the k-mer vocabulary as a Hugging Face tokenizer"),
+    "pmi": ("cmgems.pmi", "count n-grams and score their PMI"),
+    "pretrain": ("cmgems.pretrain", "masked-language-model pretraining"),
+    "finetune": ("cmgems.finetune", "fine-tune and score a pretrained model on a labelled task"),
+    "fewshot": ("cmgems.fewshot", "draw few-shot training sets"),
+    "baseline": ("cmgems.baseline", "k-mer count logistic-regression baseline"),
+    "report": ("cmgems.report", "tables and figures from finished runs"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmgems", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    wanted = next((a for a in argv if a in STAGES), None)
+    for name, (module, help_text) in STAGES.items():
+        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:
+            importlib.import_module(module).configure_parser(stage_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except CmgemsError as err:
+        print(f"cmgems {args.stage}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

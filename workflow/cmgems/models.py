@@ -1,0 +1,48 @@
+"""BERT model shapes by name (DNABERT-base, the 2-layer LOGO model, a tiny one for demos and tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cmgems.errors import CmgemsError
+
+# Architecture hyper-parameters; vocab_size comes from k, max_position_embeddings from config.
+ARCHITECTURES: dict[str, dict] = {
+    "dnabert6": dict(
+        num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+    ),
+    "logo": dict(
+        num_hidden_layers=2, hidden_size=256, num_attention_heads=8, intermediate_size=3072,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),
+    "tiny": dict(
+        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),
+}
+
+
+def bert_config(architecture: str | dict, vocab_size: int, max_positions: int = 512):
+    """A `BertConfig` for a named architecture (or a dict of BertConfig fields), SDPA attention."""
+    from transformers import BertConfig
+
+    if isinstance(architecture, str):
+        if architecture not in ARCHITECTURES:
+            raise CmgemsError(f"unknown model architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+        architecture = ARCHITECTURES[architecture]
+    cfg = BertConfig(vocab_size=vocab_size, max_position_embeddings=max_positions, **architecture)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def masked_lm(config=None, init_from: str | Path | None = None):
+    """A `BertForMaskedLM`: from scratch with `config`, or from a local HF checkpoint (safetensors only)."""
+    from transformers import BertForMaskedLM
+
+    if init_from is not None:
+        path = Path(init_from)
+        if not (path / "config.json").exists():
+            raise CmgemsError(f"init_from {path}: not a Hugging Face model directory (no config.json)")
+        return BertForMaskedLM.from_pretrained(path, use_safetensors=True, attn_implementation="sdpa")
+    return BertForMaskedLM(config)

@@ -1,0 +1,174 @@
+import json
+import os
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# Rules run `python -m cmgems.cli` from this checkout, with or without --use-conda.
+PACKAGE_DIR = str(Path(workflow.basedir, "workflow").resolve())
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH")) if p
+)
+CMGEMS = "python -m cmgems.cli"
+
+DEFAULT_CONTIGS = [f"chr{i}" for i in range(1, 23)] + ["chrX", "chrY"]
+K = config["k"]
+PRE = config["pretrain"]
+GUE = config["gue"]
+FEW = config["fewshot"]
+
+
+wildcard_constraints:
+    genome="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    contig="[A-Za-z0-9_.-]+",
+    model="[A-Za-z0-9_]+",
+    masking="[a-z_]+",
+    steps=r"\d+",
+    task="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    shots=r"\d+",
+    seed=r"\d+",
+
+
+# ------------------------------------------------------------------------------ genomes
+def genome_fasta(wildcards):
+    entry = config["genomes"][wildcards.genome]
+    return entry["path"] if "path" in entry else f"resources/genomes/{wildcards.genome}.fa.gz"
+
+
+def genome_contigs(genome):
+    return config["genomes"][genome].get("contigs", DEFAULT_CONTIGS)
+
+
+def pmi_contigs(genome):
+    return config["pmi"]["contigs"] or genome_contigs(genome)
+
+
+# ---------------------------------------------------------------------------- resources
+def stage_resources(section, **fallback):
+    """Resources for a stage: workflow defaults, then the stage's own from config."""
+    merged = dict(fallback)
+    merged.update(config.get("resources", {}).get("default", {}))
+    merged.update(section.get("resources", {}))
+    return merged
+
+
+PRETRAIN_RESOURCES = stage_resources(PRE, gpu=0, nodes=1, cpus_per_task=2, mem_mb=8000, runtime=60)
+GUE_RESOURCES = stage_resources(GUE, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=60)
+FEWSHOT_RESOURCES = stage_resources(FEW, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=30)
+
+
+# ----------------------------------------------------------------------- pretrained models
+def pretrained_runs():
+    """(genome, model, masking, steps) of every pretraining run in config."""
+    return [
+        (g, m, s, n)
+        for g in config["genomes"]
+        for m in PRE["models"]
+        for s in PRE["masking"]
+        for n in PRE["steps"]
+    ]
+
+
+def run_dir(genome, model, masking, steps):
+    return f"results/{genome}/models/{model}/{masking}/{steps}"
+
+
+def eval_dir(kind, genome, model, masking, steps):
+    return f"results/{genome}/{kind}/{model}/{masking}/{steps}"
+
+
+def meta_json(**fields):
+    return json.dumps(fields, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------- GUE
+def gue_file(task, split):
+    return str(Path(GUE["path"], GUE["tasks"][task]["path"], f"{split}.csv"))
+
+
+def gue_inputs(wildcards):
+    return {split: gue_file(wildcards.task, split) for split in ("train", "dev", "test")}
+
+
+def gue_settings(task):
+    spec = GUE["tasks"][task]
+    return {
+        "max_length": spec["max_length"],
+        "epochs": spec["epochs"],
+        "warmup_steps": spec.get("warmup_steps", GUE["warmup_steps"]),
+        "max_steps": spec.get("max_steps", -1),
+    }
+
+
+# --------------------------------------------------------------------------- few-shot
+def fewshot_shots(dataset):
+    """The shot sizes a dataset is evaluated at: the global list, limited to what it can supply."""
+    spec = FEW["datasets"][dataset]
+    supplied = spec.get("shots") or (
+        [int(s) for s in spec["pooled"]] if "pooled" in spec else FEW["shots"]
+    )
+    return [s for s in FEW["shots"] if s in supplied]
+
+
+def fewshot_runs():
+    """(dataset, shots, seed) of every few-shot run."""
+    return [
+        (d, s, seed)
+        for d in FEW["datasets"]
+        for s in fewshot_shots(d)
+        for seed in FEW["seeds"]
+    ]
+
+
+def fewshot_regime(shots):
+    return FEW["large"] if int(shots) >= FEW["large_from"] else FEW["small"]
+
+
+def fewshot_source(wildcards):
+    spec = FEW["datasets"][wildcards.dataset]
+    if "pooled" in spec:
+        return spec["pooled"][str(wildcards.shots)]
+    return spec["pool"]
+
+
+# ----------------------------------------------------------------------- final targets
+def evaluation_outputs():
+    files = []
+    for g, m, s, n in pretrained_runs():
+        files.append(f"{run_dir(g, m, s, n)}/summary.json")
+        for task in GUE["tasks"]:
+            for seed in GUE["seeds"]:
+                files.append(f"{eval_dir('gue', g, m, s, n)}/{task}/seed{seed}/metrics.json")
+        for d, shots, seed in fewshot_runs():
+            files.append(f"{eval_dir('fewshot', g, m, s, n)}/{d}/{shots}/seed{seed}/metrics.json")
+    if config["baseline"]["enabled"]:
+        files += [f"results/baseline/gue/{task}/metrics.json" for task in GUE["tasks"]]
+        files += [
+            f"results/baseline/fewshot/{d}/{shots}/seed{seed}/metrics.json"
+            for d, shots, seed in fewshot_runs()
+        ]
+    files += [f"results/{g}/pmi/pmi.parquet" for g in config["genomes"]]
+    return files
+
+
+REPORT_TABLES = ["gue", "gue_summary", "fewshot", "pretraining", "ours_vs_published"]
+REPORT_FIGURES = [
+    "fewshot_curves",
+    "gue_mcc",
+    "pretraining_curves",
+    "pmi_top20",
+    "pmi_distribution",
+    "masks",
+]
+
+
+def report_outputs():
+    return [f"results/report/tables/{t}.csv" for t in REPORT_TABLES] + [
+        f"results/report/figures/{f}.png" for f in REPORT_FIGURES
+    ]

@@ -1,0 +1,45 @@
+rule corpus_chunk:
+    input:
+        "results/{genome}/contigs",
+    output:
+        temp("results/{genome}/corpus_chunks/{contig}.parquet"),
+    params:
+        c=config["corpus"],
+        k=K,
+    log:
+        "logs/{genome}/corpus_chunk/{contig}.log",
+    benchmark:
+        "benchmarks/out/{genome}/corpus_chunk/{contig}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=4000,
+    shell:
+        "{CMGEMS} corpus chunk --contig-parquet {input}/{wildcards.contig}.parquet --out {output} "
+        "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
+        "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log} 2>&1"
+
+
+rule corpus_finalize:
+    input:
+        chunks=lambda w: expand(
+            "results/{{genome}}/corpus_chunks/{contig}.parquet", contig=genome_contigs(w.genome)
+        ),
+        contigs="results/{genome}/contigs",
+    output:
+        directory("results/{genome}/corpus"),
+    params:
+        fraction=config["corpus"]["validation_fraction"],
+        k=K,
+    log:
+        "logs/{genome}/corpus_finalize.log",
+    benchmark:
+        "benchmarks/out/{genome}/corpus_finalize.tsv"
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=8000,
+    shell:
+        "{CMGEMS} corpus finalize --chunks {input.chunks} --out-dir {output} --k {params.k} "
+        "--validation-fraction {params.fraction} --contigs-summary {input.contigs}/summary.json "
+        "> {log} 2>&1"

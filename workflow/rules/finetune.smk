@@ -1,0 +1,58 @@
+rule finetune_gue:
+    input:
+        unpack(gue_inputs),
+        model="results/{genome}/models/{model}/{masking}/{steps}/model",
+    output:
+        metrics="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/metrics.json",
+        predictions="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/predictions.parquet",
+    params:
+        s=lambda w: gue_settings(w.task),
+        g=GUE,
+        meta=lambda w: meta_json(
+            kind="gue",
+            genome=w.genome,
+            model=w.model,
+            masking=w.masking,
+            steps=int(w.steps),
+            task=w.task,
+            seed=int(w.seed),
+        ),
+    log:
+        "logs/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.log",
+    benchmark:
+        "benchmarks/out/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: GUE["threads"]
+    resources:
+        **GUE_RESOURCES,
+    shell:
+        "{CMGEMS} finetune --model {input.model} --train {input.train} --dev {input.dev} "
+        "--test {input.test} --out $(dirname {output.metrics}) --max-length {params.s[max_length]} "
+        "--epochs {params.s[epochs]} --max-steps {params.s[max_steps]} "
+        "--warmup-steps {params.s[warmup_steps]} --lr {params.g[lr]} "
+        "--batch-size {params.g[batch_size]} --seed {wildcards.seed} --threads {threads} "
+        "--meta {params.meta:q} > {log} 2>&1"
+
+
+rule baseline_gue:
+    input:
+        unpack(gue_inputs),
+    output:
+        metrics="results/baseline/gue/{task}/metrics.json",
+        predictions="results/baseline/gue/{task}/predictions.parquet",
+    params:
+        k=K,
+        seed=GUE["seeds"][0],
+        meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
+    log:
+        "logs/baseline/gue/{task}.log",
+    benchmark:
+        "benchmarks/out/baseline/gue/{task}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    shell:
+        "{CMGEMS} baseline --train {input.train} --dev {input.dev} --test {input.test} "
+        "--out $(dirname {output.metrics}) --k {params.k} --seed {params.seed} "
+        "--meta {params.meta:q} > {log} 2>&1"

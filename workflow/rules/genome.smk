@@ -1,0 +1,55 @@
+rule download_genome:
+    output:
+        "resources/genomes/{genome}.fa.gz",
+    params:
+        url=lambda w: config["genomes"][w.genome]["url"],
+        md5=lambda w: config["genomes"][w.genome]["md5"],
+    log:
+        "logs/{genome}/download_genome.log",
+    benchmark:
+        "benchmarks/out/{genome}/download_genome.tsv"
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        runtime=120,
+    localrule: True
+    shell:
+        "{CMGEMS} genome download --url {params.url:q} --md5 {params.md5} --out {output} > {log} 2>&1"
+
+
+rule genome_contigs:
+    input:
+        genome_fasta,
+    output:
+        directory("results/{genome}/contigs"),
+    params:
+        contigs=lambda w: genome_contigs(w.genome),
+        splice=lambda w: "--splice-n" if config["genomes"][w.genome].get("splice_n") else "",
+    log:
+        "logs/{genome}/genome_contigs.log",
+    benchmark:
+        "benchmarks/out/{genome}/genome_contigs.tsv"
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=4000,
+    shell:
+        "{CMGEMS} genome contigs --fasta {input:q} --out-dir {output:q} "
+        "--contigs {params.contigs} {params.splice} > {log} 2>&1"
+
+
+rule tokenizer:
+    output:
+        directory("results/{genome}/tokenizer"),
+    params:
+        k=K,
+        positions=config["max_positions"],
+    log:
+        "logs/{genome}/tokenizer.log",
+    benchmark:
+        "benchmarks/out/{genome}/tokenizer.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    localrule: True
+    shell:
+        "{CMGEMS} tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log} 2>&1"

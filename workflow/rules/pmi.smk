@@ -1,0 +1,54 @@
+rule pmi_count:
+    input:
+        "results/{genome}/contigs",
+    output:
+        temp("results/{genome}/pmi/counts/{contig}.parquet"),
+    params:
+        max_n=config["pmi"]["max_n"],
+    log:
+        "logs/{genome}/pmi_count/{contig}.log",
+    benchmark:
+        "benchmarks/out/{genome}/pmi_count/{contig}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=4000,
+    shell:
+        "{CMGEMS} pmi count --contigs {input}/{wildcards.contig}.parquet --max-n {params.max_n} "
+        "--out {output} > {log} 2>&1"
+
+
+rule pmi_merge:
+    input:
+        lambda w: expand(
+            "results/{{genome}}/pmi/counts/{contig}.parquet", contig=pmi_contigs(w.genome)
+        ),
+    output:
+        "results/{genome}/pmi/ngram_counts.parquet",
+    log:
+        "logs/{genome}/pmi_merge.log",
+    benchmark:
+        "benchmarks/out/{genome}/pmi_merge.tsv"
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "{CMGEMS} pmi merge --counts {input} --out {output} > {log} 2>&1"
+
+
+rule pmi_score:
+    input:
+        "results/{genome}/pmi/ngram_counts.parquet",
+    output:
+        "results/{genome}/pmi/pmi.parquet",
+    params:
+        definition=config["pmi"]["definition"],
+        min_count=config["pmi"]["min_count"],
+    log:
+        "logs/{genome}/pmi_score.log",
+    benchmark:
+        "benchmarks/out/{genome}/pmi_score.tsv"
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "{CMGEMS} pmi score --counts {input} --out {output} --definition {params.definition} "
+        "--min-count {params.min_count} > {log} 2>&1"
