@@ -1,5 +1,4 @@
 import json
-import os
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -10,11 +9,10 @@ min_version("9.0")
 validate(config, schema="../schemas/config.schema.yaml")
 
 # Rules run `python -m cmgems.cli` from this checkout, with or without --use-conda.
-PACKAGE_DIR = str(Path(workflow.basedir, "workflow").resolve())
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH")) if p
+PACKAGE_DIR = Path(workflow.basedir, "workflow").resolve()
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH='{PACKAGE_DIR}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
-CMGEMS = "python -m cmgems.cli"
 
 DEFAULT_CONTIGS = [f"chr{i}" for i in range(1, 23)] + ["chrX", "chrY"]
 K = config["k"]
@@ -38,7 +36,11 @@ wildcard_constraints:
 # ------------------------------------------------------------------------------ genomes
 def genome_fasta(wildcards):
     entry = config["genomes"][wildcards.genome]
-    return entry["path"] if "path" in entry else f"resources/genomes/{wildcards.genome}.fa.gz"
+    return (
+        entry["path"]
+        if "path" in entry
+        else f"resources/genomes/{wildcards.genome}.fa.gz"
+    )
 
 
 def genome_contigs(genome):
@@ -58,9 +60,13 @@ def stage_resources(section, **fallback):
     return merged
 
 
-PRETRAIN_RESOURCES = stage_resources(PRE, gpu=0, nodes=1, cpus_per_task=2, mem_mb=8000, runtime=60)
+PRETRAIN_RESOURCES = stage_resources(
+    PRE, gpu=0, nodes=1, cpus_per_task=2, mem_mb=8000, runtime=60
+)
 GUE_RESOURCES = stage_resources(GUE, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=60)
-FEWSHOT_RESOURCES = stage_resources(FEW, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=30)
+FEWSHOT_RESOURCES = stage_resources(
+    FEW, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=30
+)
 
 
 # ----------------------------------------------------------------------- pretrained models
@@ -93,7 +99,9 @@ def gue_file(task, split):
 
 
 def gue_inputs(wildcards):
-    return {split: gue_file(wildcards.task, split) for split in ("train", "dev", "test")}
+    return {
+        split: gue_file(wildcards.task, split) for split in ("train", "dev", "test")
+    }
 
 
 def gue_settings(task):
@@ -133,7 +141,7 @@ def fewshot_regime(shots):
 def fewshot_source(wildcards):
     spec = FEW["datasets"][wildcards.dataset]
     if "pooled" in spec:
-        return spec["pooled"][str(wildcards.shots)]
+        return {int(s): f for s, f in spec["pooled"].items()}[int(wildcards.shots)]
     return spec["pool"]
 
 
@@ -144,9 +152,13 @@ def evaluation_outputs():
         files.append(f"{run_dir(g, m, s, n)}/summary.json")
         for task in GUE["tasks"]:
             for seed in GUE["seeds"]:
-                files.append(f"{eval_dir('gue', g, m, s, n)}/{task}/seed{seed}/metrics.json")
+                files.append(
+                    f"{eval_dir('gue', g, m, s, n)}/{task}/seed{seed}/metrics.json"
+                )
         for d, shots, seed in fewshot_runs():
-            files.append(f"{eval_dir('fewshot', g, m, s, n)}/{d}/{shots}/seed{seed}/metrics.json")
+            files.append(
+                f"{eval_dir('fewshot', g, m, s, n)}/{d}/{shots}/seed{seed}/metrics.json"
+            )
     if config["baseline"]["enabled"]:
         files += [f"results/baseline/gue/{task}/metrics.json" for task in GUE["tasks"]]
         files += [
@@ -172,3 +184,13 @@ def report_outputs():
     return [f"results/report/tables/{t}.csv" for t in REPORT_TABLES] + [
         f"results/report/figures/{f}.png" for f in REPORT_FIGURES
     ]
+
+
+def fewshot_meta(wildcards, **extra):
+    return meta_json(
+        kind="fewshot",
+        dataset=wildcards.dataset,
+        shots=int(wildcards.shots),
+        seed=int(wildcards.seed),
+        **extra,
+    )

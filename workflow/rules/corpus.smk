@@ -3,9 +3,6 @@ rule corpus_chunk:
         "results/{genome}/contigs",
     output:
         temp("results/{genome}/corpus_chunks/{contig}.parquet"),
-    params:
-        c=config["corpus"],
-        k=K,
     log:
         "logs/{genome}/corpus_chunk/{contig}.log",
     benchmark:
@@ -14,8 +11,11 @@ rule corpus_chunk:
         "../../envs/core.yaml"
     resources:
         mem_mb=4000,
+    params:
+        c=config["corpus"],
+        k=K,
     shell:
-        "{CMGEMS} corpus chunk --contig-parquet {input}/{wildcards.contig}.parquet --out {output} "
+        "python -m cmgems.cli corpus chunk --contig-parquet {input}/{wildcards.contig}.parquet --out {output} "
         "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
         "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log} 2>&1"
 
@@ -23,14 +23,12 @@ rule corpus_chunk:
 rule corpus_finalize:
     input:
         chunks=lambda w: expand(
-            "results/{{genome}}/corpus_chunks/{contig}.parquet", contig=genome_contigs(w.genome)
+            "results/{{genome}}/corpus_chunks/{contig}.parquet",
+            contig=genome_contigs(w.genome),
         ),
         contigs="results/{genome}/contigs",
     output:
         directory("results/{genome}/corpus"),
-    params:
-        fraction=config["corpus"]["validation_fraction"],
-        k=K,
     log:
         "logs/{genome}/corpus_finalize.log",
     benchmark:
@@ -39,7 +37,10 @@ rule corpus_finalize:
         "../../envs/core.yaml"
     resources:
         mem_mb=8000,
+    params:
+        fraction=config["corpus"]["validation_fraction"],
+        k=K,
     shell:
-        "{CMGEMS} corpus finalize --chunks {input.chunks} --out-dir {output} --k {params.k} "
+        "python -m cmgems.cli corpus finalize --chunks {input.chunks} --out-dir {output} --k {params.k} "
         "--validation-fraction {params.fraction} --contigs-summary {input.contigs}/summary.json "
         "> {log} 2>&1"

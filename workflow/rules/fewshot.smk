@@ -3,27 +3,21 @@ rule fewshot_sample:
         fewshot_source,
     output:
         "results/fewshot_sets/{dataset}/{shots}/seed{seed}.csv",
+    log:
+        "logs/fewshot_sets/{dataset}/{shots}/seed{seed}.log",
+    benchmark:
+        "benchmarks/out/fewshot_sets/{dataset}/{shots}/seed{seed}.tsv"
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
     params:
         how=lambda w: (
             f"pooled --file {fewshot_source(w)} --run {w.seed}"
             if "pooled" in FEW["datasets"][w.dataset]
             else f"sample --pool {fewshot_source(w)} --seed {w.seed}"
         ),
-    log:
-        "logs/fewshot_sets/{dataset}/{shots}/seed{seed}.log",
-    benchmark:
-        "benchmarks/out/fewshot_sets/{dataset}/{shots}/seed{seed}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    localrule: True
     shell:
-        "{CMGEMS} fewshot {params.how} --shots {wildcards.shots} --out {output} > {log} 2>&1"
-
-
-def fewshot_meta(w, **extra):
-    return meta_json(
-        kind="fewshot", dataset=w.dataset, shots=int(w.shots), seed=int(w.seed), **extra
-    )
+        "python -m cmgems.cli fewshot {params.how} --shots {wildcards.shots} --out {output} > {log} 2>&1"
 
 
 rule finetune_fewshot:
@@ -34,13 +28,6 @@ rule finetune_fewshot:
     output:
         metrics="results/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}/metrics.json",
         predictions="results/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}/predictions.parquet",
-    params:
-        r=lambda w: fewshot_regime(w.shots),
-        f=FEW,
-        max_length=lambda w: FEW["datasets"][w.dataset]["max_length"],
-        meta=lambda w: fewshot_meta(
-            w, genome=w.genome, model=w.model, masking=w.masking, steps=int(w.steps)
-        ),
     log:
         "logs/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}.log",
     benchmark:
@@ -50,8 +37,15 @@ rule finetune_fewshot:
     threads: FEW["threads"]
     resources:
         **FEWSHOT_RESOURCES,
+    params:
+        r=lambda w: fewshot_regime(w.shots),
+        f=FEW,
+        max_length=lambda w: FEW["datasets"][w.dataset]["max_length"],
+        meta=lambda w: fewshot_meta(
+            w, genome=w.genome, model=w.model, masking=w.masking, steps=int(w.steps)
+        ),
     shell:
-        "{CMGEMS} finetune --model {input.model} --train {input.train} --test {input.test} "
+        "python -m cmgems.cli finetune --model {input.model} --train {input.train} --test {input.test} "
         "--out $(dirname {output.metrics}) --max-length {params.max_length} "
         "--epochs {params.r[epochs]} --lr {params.r[lr]} --batch-size {params.r[batch_size]} "
         "--warmup-ratio {params.f[warmup_ratio]} --weight-decay {params.f[weight_decay]} "
@@ -66,9 +60,6 @@ rule baseline_fewshot:
     output:
         metrics="results/baseline/fewshot/{dataset}/{shots}/seed{seed}/metrics.json",
         predictions="results/baseline/fewshot/{dataset}/{shots}/seed{seed}/predictions.parquet",
-    params:
-        k=K,
-        meta=fewshot_meta,
     log:
         "logs/baseline/fewshot/{dataset}/{shots}/seed{seed}.log",
     benchmark:
@@ -76,7 +67,10 @@ rule baseline_fewshot:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    params:
+        k=K,
+        meta=fewshot_meta,
     shell:
-        "{CMGEMS} baseline --train {input.train} --test {input.test} "
+        "python -m cmgems.cli baseline --train {input.train} --test {input.test} "
         "--out $(dirname {output.metrics}) --k {params.k} --seed {wildcards.seed} "
         "--meta {params.meta:q} > {log} 2>&1"

@@ -5,6 +5,15 @@ rule finetune_gue:
     output:
         metrics="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/metrics.json",
         predictions="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/predictions.parquet",
+    log:
+        "logs/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.log",
+    benchmark:
+        "benchmarks/out/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: GUE["threads"]
+    resources:
+        **GUE_RESOURCES,
     params:
         s=lambda w: gue_settings(w.task),
         g=GUE,
@@ -17,17 +26,8 @@ rule finetune_gue:
             task=w.task,
             seed=int(w.seed),
         ),
-    log:
-        "logs/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.log",
-    benchmark:
-        "benchmarks/out/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: GUE["threads"]
-    resources:
-        **GUE_RESOURCES,
     shell:
-        "{CMGEMS} finetune --model {input.model} --train {input.train} --dev {input.dev} "
+        "python -m cmgems.cli finetune --model {input.model} --train {input.train} --dev {input.dev} "
         "--test {input.test} --out $(dirname {output.metrics}) --max-length {params.s[max_length]} "
         "--epochs {params.s[epochs]} --max-steps {params.s[max_steps]} "
         "--warmup-steps {params.s[warmup_steps]} --lr {params.g[lr]} "
@@ -41,10 +41,6 @@ rule baseline_gue:
     output:
         metrics="results/baseline/gue/{task}/metrics.json",
         predictions="results/baseline/gue/{task}/predictions.parquet",
-    params:
-        k=K,
-        seed=GUE["seeds"][0],
-        meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
     log:
         "logs/baseline/gue/{task}.log",
     benchmark:
@@ -52,7 +48,11 @@ rule baseline_gue:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    params:
+        k=K,
+        seed=GUE["seeds"][0],
+        meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
     shell:
-        "{CMGEMS} baseline --train {input.train} --dev {input.dev} --test {input.test} "
+        "python -m cmgems.cli baseline --train {input.train} --dev {input.dev} --test {input.test} "
         "--out $(dirname {output.metrics}) --k {params.k} --seed {params.seed} "
         "--meta {params.meta:q} > {log} 2>&1"

@@ -1,20 +1,20 @@
 rule download_genome:
     output:
         "resources/genomes/{genome}.fa.gz",
-    params:
-        url=lambda w: config["genomes"][w.genome]["url"],
-        md5=lambda w: config["genomes"][w.genome]["md5"],
     log:
         "logs/{genome}/download_genome.log",
     benchmark:
         "benchmarks/out/{genome}/download_genome.tsv"
+    localrule: True
     conda:
         "../../envs/core.yaml"
     resources:
         runtime=120,
-    localrule: True
+    params:
+        url=lambda w: config["genomes"][w.genome]["url"],
+        md5=lambda w: config["genomes"][w.genome]["md5"],
     shell:
-        "{CMGEMS} genome download --url {params.url:q} --md5 {params.md5} --out {output} > {log} 2>&1"
+        "python -m cmgems.cli genome download --url {params.url:q} --md5 {params.md5} --out {output} > {log} 2>&1"
 
 
 rule genome_contigs:
@@ -22,9 +22,6 @@ rule genome_contigs:
         genome_fasta,
     output:
         directory("results/{genome}/contigs"),
-    params:
-        contigs=lambda w: genome_contigs(w.genome),
-        splice=lambda w: "--splice-n" if config["genomes"][w.genome].get("splice_n") else "",
     log:
         "logs/{genome}/genome_contigs.log",
     benchmark:
@@ -33,23 +30,28 @@ rule genome_contigs:
         "../../envs/core.yaml"
     resources:
         mem_mb=4000,
+    params:
+        contigs=lambda w: genome_contigs(w.genome),
+        splice=lambda w: (
+            "--splice-n" if config["genomes"][w.genome].get("splice_n") else ""
+        ),
     shell:
-        "{CMGEMS} genome contigs --fasta {input:q} --out-dir {output:q} "
+        "python -m cmgems.cli genome contigs --fasta {input:q} --out-dir {output:q} "
         "--contigs {params.contigs} {params.splice} > {log} 2>&1"
 
 
 rule tokenizer:
     output:
         directory("results/{genome}/tokenizer"),
-    params:
-        k=K,
-        positions=config["max_positions"],
     log:
         "logs/{genome}/tokenizer.log",
     benchmark:
         "benchmarks/out/{genome}/tokenizer.tsv"
+    localrule: True
     conda:
         "../../envs/torch.yaml"
-    localrule: True
+    params:
+        k=K,
+        positions=config["max_positions"],
     shell:
-        "{CMGEMS} tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log} 2>&1"
+        "python -m cmgems.cli tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log} 2>&1"

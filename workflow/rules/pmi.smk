@@ -3,8 +3,6 @@ rule pmi_count:
         "results/{genome}/contigs",
     output:
         temp("results/{genome}/pmi/counts/{contig}.parquet"),
-    params:
-        max_n=config["pmi"]["max_n"],
     log:
         "logs/{genome}/pmi_count/{contig}.log",
     benchmark:
@@ -13,15 +11,18 @@ rule pmi_count:
         "../../envs/core.yaml"
     resources:
         mem_mb=4000,
+    params:
+        max_n=config["pmi"]["max_n"],
     shell:
-        "{CMGEMS} pmi count --contigs {input}/{wildcards.contig}.parquet --max-n {params.max_n} "
+        "python -m cmgems.cli pmi count --contigs {input}/{wildcards.contig}.parquet --max-n {params.max_n} "
         "--out {output} > {log} 2>&1"
 
 
 rule pmi_merge:
     input:
         lambda w: expand(
-            "results/{{genome}}/pmi/counts/{contig}.parquet", contig=pmi_contigs(w.genome)
+            "results/{{genome}}/pmi/counts/{contig}.parquet",
+            contig=pmi_contigs(w.genome),
         ),
     output:
         "results/{genome}/pmi/ngram_counts.parquet",
@@ -32,7 +33,7 @@ rule pmi_merge:
     conda:
         "../../envs/core.yaml"
     shell:
-        "{CMGEMS} pmi merge --counts {input} --out {output} > {log} 2>&1"
+        "python -m cmgems.cli pmi merge --counts {input} --out {output} > {log} 2>&1"
 
 
 rule pmi_score:
@@ -40,15 +41,15 @@ rule pmi_score:
         "results/{genome}/pmi/ngram_counts.parquet",
     output:
         "results/{genome}/pmi/pmi.parquet",
-    params:
-        definition=config["pmi"]["definition"],
-        min_count=config["pmi"]["min_count"],
     log:
         "logs/{genome}/pmi_score.log",
     benchmark:
         "benchmarks/out/{genome}/pmi_score.tsv"
     conda:
         "../../envs/core.yaml"
+    params:
+        definition=config["pmi"]["definition"],
+        min_count=config["pmi"]["min_count"],
     shell:
-        "{CMGEMS} pmi score --counts {input} --out {output} --definition {params.definition} "
+        "python -m cmgems.cli pmi score --counts {input} --out {output} --definition {params.definition} "
         "--min-count {params.min_count} > {log} 2>&1"

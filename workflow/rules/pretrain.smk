@@ -12,8 +12,18 @@ rule pretrain:
             subcategory="{model} {masking} {steps} steps",
         ),
         summary="results/{genome}/models/{model}/{masking}/{steps}/summary.json",
+    log:
+        "logs/{genome}/pretrain/{model}/{masking}/{steps}.log",
+    benchmark:
+        "benchmarks/out/{genome}/pretrain/{model}/{masking}/{steps}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: PRETRAIN_RESOURCES["cpus_per_task"]
+    resources:
+        **PRETRAIN_RESOURCES,
     params:
         run="results/{genome}/models/{model}/{masking}/{steps}",
+        launch=PACKAGE_DIR / "scripts" / "launch.sh",
         recipe=lambda w: " ".join(
             f"--{key.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for key, v in PRE.get("recipe", {}).items()
@@ -24,17 +34,8 @@ rule pretrain:
         k=K,
         positions=config["max_positions"],
         seed=PRE["seed"],
-    log:
-        "logs/{genome}/pretrain/{model}/{masking}/{steps}.log",
-    benchmark:
-        "benchmarks/out/{genome}/pretrain/{model}/{masking}/{steps}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: PRETRAIN_RESOURCES["cpus_per_task"]
-    resources:
-        **PRETRAIN_RESOURCES,
     shell:
-        "CMGEMS_NODES={resources.nodes} {workflow.basedir}/workflow/scripts/launch.sh pretrain "
+        "CMGEMS_NODES={resources.nodes} bash {params.launch} pretrain "
         "--corpus {input.corpus} --pmi {input.pmi} --tokenizer {input.tokenizer} "
         "--out {params.run} --model {wildcards.model} --masking {wildcards.masking} "
         "--masking-options {params.options:q} --max-steps {wildcards.steps} --k {params.k} "

@@ -44,14 +44,14 @@ rule report:
             )
             for f in REPORT_FIGURES
         ],
-    params:
-        published=config["report"]["published"],
     log:
         "logs/report.log",
     benchmark:
         "benchmarks/out/report.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        published=config["report"]["published"],
     shell:
-        "{CMGEMS} report --results results --out results/report "
+        "python -m cmgems.cli report --results results --out results/report "
         "--published {params.published} > {log} 2>&1"
