@@ -19,12 +19,16 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        tmp.chmod(0o777 & ~umask)
     else:
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
         tmp = Path(name)
+        tmp.chmod(0o666 & ~umask)  # mkstemp's 0600 would hide outputs from the rest of a group
     try:
         yield tmp
         if directory and final.exists():

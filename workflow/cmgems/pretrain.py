@@ -161,32 +161,44 @@ def setup_distributed() -> Dist:
 
 
 # ------------------------------------------------------------------------------------ training
-def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """(correct, total) over positions with a label (labels != -100)."""
-    chosen = labels != -100
-    return int((logits[chosen].argmax(-1) == labels[chosen]).sum()), int(chosen.sum())
+class MaskedLMObjective(torch.nn.Module):
+    """BertForMaskedLM's loss with the vocabulary head applied to the masked positions only.
+
+    Same loss as `model(..., labels=labels).loss`, without (B, L, V) logits: the head runs on the
+    ~15% of positions that carry a label. Wrap this module (not the model) in DDP.
+    Returns (summed loss, number of masked tokens, number predicted correctly).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+        hidden = self.model.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
+        chosen = labels != -100
+        targets = labels[chosen]
+        logits = self.model.cls(hidden[chosen]).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        return loss, targets.numel(), (logits.argmax(-1) == targets).sum()
 
 
 @torch.no_grad()
-def evaluate(model, masker, batches: list[torch.Tensor], step: int, seed: int, dist: Dist) -> dict:
+def evaluate(objective, masker, batches: list[torch.Tensor], step: int, seed: int, dist: Dist) -> dict:
     """MLM loss, perplexity and masked-token accuracy on the fixed validation batches.
 
     Masks come from a generator seeded with `seed` every time, so evaluations differ only by the
     model (and the curriculum's phase), never by the draw.
     """
-    model.eval()
+    objective.eval()
     gen = torch.Generator(device=dist.device).manual_seed(seed)
     loss_sum, correct, total = 0.0, 0, 0
     for ids in batches:
         ids = ids.to(dist.device)
         inputs, labels = masker(ids, step=step, generator=gen)
         with autocast(dist):
-            logits = model(input_ids=inputs, attention_mask=ids.ne(kmers.PAD_ID)).logits
-        chosen = labels != -100
-        loss_sum += float(torch.nn.functional.cross_entropy(logits[chosen].float(), labels[chosen], reduction="sum"))
-        c, t = masked_accuracy(logits, labels)
-        correct, total = correct + c, total + t
-    model.train()
+            loss, n, right = objective(inputs, ids.ne(kmers.PAD_ID), labels)
+        loss_sum, correct, total = loss_sum + float(loss), correct + int(right), total + n
+    objective.train()
     stats = torch.tensor([loss_sum, correct, total], dtype=torch.float64, device=dist.device)
     if dist.world_size > 1:
         torch.distributed.all_reduce(stats)
@@ -293,9 +305,10 @@ def train(s: Settings) -> dict:
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, s.warmup_steps, s.max_steps)
-    ddp = model
+    objective = MaskedLMObjective(model)
+    ddp = objective
     if dist.world_size > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+        ddp = torch.nn.parallel.DistributedDataParallel(objective, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     gen = torch.Generator(device=dist.device).manual_seed(s.seed + 1 + dist.rank)
 
     # resume
@@ -338,11 +351,12 @@ def train(s: Settings) -> dict:
              s.model, s.masking, s.max_steps, per_step, s.batch_size, s.grad_accum, dist.world_size,
              sum(p.numel() for p in model.parameters()))
     source = stream.iterate(consumed)
-    model.train()
+    objective.train()
     started, tokens_seen, train_seconds = time.perf_counter(), 0, 0.0
     from tqdm import tqdm
 
-    bar = tqdm(total=s.max_steps, initial=step, disable=not dist.main, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=s.max_steps, initial=step, disable=not dist.main, unit="step", dynamic_ncols=True,
+               mininterval=0.5 if os.isatty(2) else 30)  # a log file gets a line every 30 s
     while step < s.max_steps:
         t0 = time.perf_counter()
         loss_sum, correct, total, step_tokens = 0.0, 0, 0, 0
@@ -352,11 +366,10 @@ def train(s: Settings) -> dict:
             inputs, labels = masker(ids, step=step, generator=gen)
             sync = micro == s.grad_accum - 1 or dist.world_size == 1
             with (ddp.no_sync() if not sync else contextlib.nullcontext()), autocast(dist):
-                out_ = ddp(input_ids=inputs, attention_mask=ids.ne(kmers.PAD_ID), labels=labels)
-                (out_.loss / s.grad_accum).backward()
-            loss_sum += float(out_.loss)
-            c, t = masked_accuracy(out_.logits.detach(), labels)
-            correct, total, step_tokens = correct + c, total + t, step_tokens + int(ids.ne(kmers.PAD_ID).sum())
+                loss, n, right = ddp(inputs, ids.ne(kmers.PAD_ID), labels)
+                (loss / max(n, 1) / s.grad_accum).backward()
+            loss_sum += float(loss.detach()) / max(n, 1)
+            correct, total, step_tokens = correct + int(right), total + n, step_tokens + int(ids.ne(kmers.PAD_ID).sum())
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
         optimizer.step()
         scheduler.step()
@@ -370,7 +383,7 @@ def train(s: Settings) -> dict:
                "masked_acc": correct / max(total, 1), "phase": masker.phase,
                "tokens_per_s": step_tokens * dist.world_size / max(elapsed, 1e-9)}
         if step % s.eval_interval == 0 or step == s.max_steps:
-            row.update(evaluate(model, masker, val_batches, step, s.seed, dist))
+            row.update(evaluate(objective, masker, val_batches, step, s.seed, dist))
             masker.observe_validation(step, row["val_ppl"])
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens_seen / max(train_seconds, 1e-9):,.0f}", phase=masker.phase)

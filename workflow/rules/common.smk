@@ -169,7 +169,14 @@ def evaluation_outputs():
     return files
 
 
-REPORT_TABLES = ["gue", "gue_summary", "fewshot", "pretraining", "ours_vs_published"]
+REPORT_TABLES = [
+    "gue",
+    "gue_summary",
+    "gue_by_task",
+    "fewshot",
+    "pretraining",
+    "ours_vs_published",
+]
 REPORT_FIGURES = [
     "fewshot_curves",
     "gue_mcc",

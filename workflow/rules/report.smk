@@ -1,6 +1,7 @@
 TABLE_CATEGORY = {
     "gue": "GUE",
     "gue_summary": "GUE",
+    "gue_by_task": "GUE",
     "fewshot": "Few-shot",
     "pretraining": "Pretraining",
     "ours_vs_published": "Published",
@@ -16,6 +17,7 @@ FIGURE_CATEGORY = {
 TABLE_CAPTION = {
     "gue": "table_gue",
     "gue_summary": "table_gue",
+    "gue_by_task": "table_gue",
     "fewshot": "table_fewshot",
     "pretraining": "table_pretraining",
     "ours_vs_published": "table_published",

@@ -1,0 +1,270 @@
+"""cmgems.genome: resumable md5-checked download; FASTA -> cleaned N-free Parquet segments."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pysam
+import pytest
+
+from cmgems import cli, genome
+from cmgems.errors import CmgemsError
+
+PAYLOAD = bytes(range(256)) * 4000  # 1 MB
+PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- server
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves PAYLOAD at /file (honours Range) and /flaky (the first GET stops half way, then Range)."""
+
+    ranges: list[str | None] = []
+    flaky_failures = 0
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        if self.path not in ("/file", "/flaky"):
+            self.send_error(404)
+            return
+        header = self.headers.get("Range")
+        type(self).ranges.append(header)
+        start = int(header.removeprefix("bytes=").rstrip("-")) if header else 0
+        body = PAYLOAD[start:]
+        self.send_response(206 if header else 200)
+        if header:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path == "/flaky" and type(self).flaky_failures == 0:
+            type(self).flaky_failures += 1
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def server():
+    Handler.ranges, Handler.flaky_failures = [], 0
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------- download
+
+
+def test_download_http(server, tmp_path):
+    out = genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
+    assert out.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fa.gz"]
+
+
+def test_download_resumes_a_dropped_connection(server, tmp_path):
+    out = genome.download(f"{server}/flaky", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
+    assert out.read_bytes() == PAYLOAD
+    assert Handler.ranges == [None, f"bytes={len(PAYLOAD) // 2}-"]
+    assert not (tmp_path / "g.fa.gz.part").exists()
+
+
+def test_download_resumes_an_existing_part_file(server, tmp_path):
+    (tmp_path / "g.fa.gz.part").write_bytes(PAYLOAD[:1000])
+    genome.download(f"{server}/file", PAYLOAD_MD5.upper(), tmp_path / "g.fa.gz", backoff=0)
+    assert (tmp_path / "g.fa.gz").read_bytes() == PAYLOAD
+    assert Handler.ranges == ["bytes=1000-"]
+
+
+def test_download_md5_mismatch_leaves_nothing(server, tmp_path):
+    url, wrong = f"{server}/file", "0" * 32
+    with pytest.raises(CmgemsError) as err:
+        genome.download(url, wrong, tmp_path / "g.fa.gz", backoff=0)
+    assert url in str(err.value) and wrong in str(err.value) and PAYLOAD_MD5 in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_http_error_is_not_retried(server, tmp_path):
+    with pytest.raises(CmgemsError, match="404"):
+        genome.download(f"{server}/missing", PAYLOAD_MD5, tmp_path / "g", backoff=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_file_url_and_cli(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    out = tmp_path / "out" / "copy.bin"
+    assert (
+        cli.main(["genome", "download", "--url", src.as_uri(), "--md5", PAYLOAD_MD5, "--out", str(out)]) == 0
+    )
+    assert out.read_bytes() == PAYLOAD
+    assert (
+        cli.main(["genome", "download", "--url", src.as_uri(), "--md5", "1" * 32, "--out", str(out) + "2"])
+        == 1
+    )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["copy.bin"]
+
+
+# ---------------------------------------------------------------------------------------- contigs
+
+RECORDS = [
+    ("chr1", "NNacgtNNACGTRYACGT"),
+    ("chr2 some description", "ACGTACGTAC"),
+    ("chrUn_KI270302v1", "ACGTAAAA"),
+    ("chr1_KI270706v1_random", "CCCC"),
+    ("chrM", "GATTACA"),
+    ("chr3_alt", "TTTT"),
+]
+
+
+def write_fasta(path: Path, records, compression: str | None = None) -> Path:
+    text = "".join(
+        f">{name}\n" + "".join(seq[i : i + 7] + "\n" for i in range(0, len(seq), 7)) for name, seq in records
+    )
+    if compression is None:
+        path.write_text(text)
+    elif compression == "gzip":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        plain = path.with_suffix(".plain")
+        plain.write_text(text)
+        pysam.tabix_compress(str(plain), str(path), force=True)
+        plain.unlink()
+    return path
+
+
+def rows(path: Path) -> list[tuple]:
+    t = pq.read_table(path)
+    return list(zip(*(t.column(c).to_pylist() for c in ("contig", "start", "end", "sequence"))))
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "bgzf"])
+def test_segments_exact(tmp_path, compression):
+    fasta = write_fasta(tmp_path / "g.fa.gz", RECORDS, compression)
+    summary = genome.write_contigs(fasta, None, tmp_path / "contigs")
+    assert sorted(p.name for p in (tmp_path / "contigs").iterdir()) == [
+        "chr1.parquet",
+        "chr2.parquet",
+        "summary.json",
+    ]
+    assert rows(tmp_path / "contigs" / "chr1.parquet") == [
+        ("chr1", 2, 6, b"ACGT"),
+        ("chr1", 8, 12, b"ACGT"),
+        ("chr1", 14, 18, b"ACGT"),
+    ]
+    assert rows(tmp_path / "contigs" / "chr2.parquet") == [("chr2", 0, 10, b"ACGTACGTAC")]
+    on_disk = json.loads((tmp_path / "contigs" / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["sha256"] == hashlib.sha256(fasta.read_bytes()).hexdigest()
+    assert summary["size"] == fasta.stat().st_size
+    assert summary["contigs"] == {
+        "chr1": {"length": 18, "n_count": 6, "segments": 3, "bases_kept": 12},
+        "chr2": {"length": 10, "n_count": 0, "segments": 1, "bases_kept": 10},
+    }
+    schema = pq.read_schema(tmp_path / "contigs" / "chr1.parquet")
+    assert [str(schema.field(c).type) for c in schema.names] == ["string", "int64", "int64", "binary"]
+
+
+def test_splice_n_and_explicit_selection(tmp_path):
+    fasta = write_fasta(tmp_path / "g.fa", RECORDS)
+    assert cli.main(["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(tmp_path / "c"),
+                     "--contigs", "chr1", "chrM", "--splice-n"]) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "chr1.parquet",
+        "chrM.parquet",
+        "summary.json",
+    ]
+    assert rows(tmp_path / "c" / "chr1.parquet") == [("chr1", 0, 18, b"ACGTACGTACGT")]
+    assert rows(tmp_path / "c" / "chrM.parquet") == [("chrM", 0, 7, b"GATTACA")]
+
+
+def test_grch37_names_are_primary(tmp_path):
+    fasta = write_fasta(tmp_path / "g.fa", [("20", "ACGT"), ("GL000192.1", "ACGT"), ("MT", "AC")])
+    assert list(genome.write_contigs(fasta, [], tmp_path / "c")["contigs"]) == ["20"]
+
+
+def assert_fails_cleanly(tmp_path: Path, fasta: Path, match: str, contigs=None) -> CmgemsError:
+    before = set(tmp_path.iterdir())
+    with pytest.raises(CmgemsError, match=match) as err:
+        genome.write_contigs(fasta, contigs, tmp_path / "out")
+    assert set(tmp_path.iterdir()) == before  # no output, no temporary left behind
+    return err.value
+
+
+def test_empty_fasta(tmp_path):
+    assert_fails_cleanly(tmp_path, write_fasta(tmp_path / "e.fa.gz", [], "gzip"), "no FASTA records")
+
+
+def test_duplicate_contig_names_even_unselected(tmp_path):
+    fasta = write_fasta(tmp_path / "d.fa", RECORDS + [("chr3_alt", "AC")])
+    assert_fails_cleanly(tmp_path, fasta, "duplicate contig name chr3_alt")
+
+
+def test_missing_contig(tmp_path):
+    fasta = write_fasta(tmp_path / "m.fa", RECORDS)
+    err = assert_fails_cleanly(tmp_path, fasta, "chr9", contigs=["chr1", "chr9"])
+    assert str(fasta) in str(err)
+
+
+def test_invalid_character_names_contig_and_position(tmp_path):
+    fasta = write_fasta(tmp_path / "i.fa", [("chr1", "ACGT"), ("chr2", "ACGTNNACXGT")])
+    assert_fails_cleanly(tmp_path, fasta, r"contig chr2: character 'X' at position 9")
+
+
+def test_invalid_character_in_unselected_contig_is_ignored(tmp_path):
+    fasta = write_fasta(tmp_path / "i.fa", [("chr1", "ACGT"), ("chrUn_x", "AC*GT")])
+    assert list(genome.write_contigs(fasta, None, tmp_path / "c")["contigs"]) == ["chr1"]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bgzf"])
+def test_truncated_gzip(tmp_path, compression):
+    records = [("chr1", "ACGTTGCA" * 20000), ("chr2", "TTGCAACG" * 20000)]
+    full = write_fasta(tmp_path / "full.fa.gz", records, compression)
+    data = full.read_bytes()
+    full.unlink()
+    fasta = tmp_path / "t.fa.gz"
+    fasta.write_bytes(data[: len(data) // 2])
+    err = assert_fails_cleanly(tmp_path, fasta, "truncated or corrupt")
+    assert str(fasta) in str(err)
+
+
+def test_cli_error_exit_code(tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "m.fa", RECORDS)
+    assert (
+        cli.main(
+            [
+                "genome",
+                "contigs",
+                "--fasta",
+                str(fasta),
+                "--out-dir",
+                str(tmp_path / "o"),
+                "--contigs",
+                "chrZ",
+            ]
+        )
+        == 1
+    )
+    assert "chrZ" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.realdata
+def test_real_hg38_slice(shared_data, tmp_path):
+    summary = genome.write_contigs(shared_data / "genome" / "hg38_chr2_1-2333275.fa.gz", None, tmp_path / "c")
+    assert summary["contigs"]["chr2"]["length"] == 2_333_275
+    t = pq.read_table(tmp_path / "c" / "chr2.parquet")
+    assert t.column("start")[0].as_py() == 10_000
+    assert set(b"".join(t.column("sequence").to_pylist())) <= set(b"ACGT")

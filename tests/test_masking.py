@@ -1,0 +1,499 @@
+"""Tests for cmgems.masking: invariants (property-based), the vectorized GeneMask / Global-PMI against
+straightforward loop implementations written the way the released code works, proportions,
+determinism, curricula, and options."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cmgems import kmers, masking
+from cmgems.errors import CmgemsError
+
+PMI_NAMES = ("genemask", "global_pmi", "cm_gems", "cm_step")
+HALF = masking.PMI_HALF_WIDTH
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def random_ranks(k: int, seed: int, n_distinct: int | None = None) -> np.ndarray:
+    """(vocab_size,) ranks: a random permutation 1..4**k over the k-mers (or ranks drawn from
+    1..n_distinct, to force ties); specials rank last."""
+    rng = np.random.default_rng(seed)
+    n = 4**k
+    ranks = np.full(kmers.vocab_size(k), n + 1, dtype=np.int64)
+    ranks[kmers.NUM_SPECIAL :] = (
+        rng.permutation(n) + 1 if n_distinct is None else rng.integers(1, n_distinct + 1, n)
+    )
+    return ranks
+
+
+def make_batch(k: int, n_kmers: list[int], seed: int, unk_fraction: float = 0.0) -> torch.Tensor:
+    """(B, L) ids: [CLS], n k-mer ids (a few [UNK] inside when unk_fraction > 0), [SEP], [PAD]..."""
+    rng = np.random.default_rng(seed)
+    width = max(n_kmers) + 2
+    ids = np.full((len(n_kmers), width), kmers.PAD_ID, dtype=np.int64)
+    for i, n in enumerate(n_kmers):
+        row = rng.integers(kmers.NUM_SPECIAL, kmers.vocab_size(k), n)
+        row[rng.random(n) < unk_fraction] = kmers.UNK_ID
+        ids[i, 0], ids[i, 1 : n + 1], ids[i, n + 1] = kmers.CLS_ID, row, kmers.SEP_ID
+    return torch.from_numpy(ids)
+
+
+def full_batch(batch: int = 64, n_kmers: int = 510, seed: int = 0) -> torch.Tensor:
+    return make_batch(6, [n_kmers] * batch, seed)
+
+
+def build(name: str, k: int = 6, ranks=None, **options) -> masking.Masker:
+    if ranks is None and masking.needs_ranks(name):
+        ranks = random_ranks(k, 0)
+    return masking.build(
+        name, k=k, vocab_size=kmers.vocab_size(k), token_ranks=ranks, max_steps=100, options=options
+    )
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+batches = st.builds(
+    lambda k, lengths, seed, unk: (k, make_batch(k, lengths, seed, unk)),
+    st.sampled_from(kmers.SUPPORTED_K),
+    st.lists(st.integers(0, 60), min_size=1, max_size=4),
+    st.integers(0, 2**31),
+    st.sampled_from([0.0, 0.0, 0.1]),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loop implementations, written the way the released code works (per row and per centre, torch.where
+# and .tolist() per row, Python sets, ranks looked up by k-mer string after decoding the id), with the
+# issue's rules: ties go to the lower position and only maskable positions take part.
+
+
+def released_rank_lookup(ranks, k: int, bugs: bool):
+    """pmi_rank(row, p) as the CM-GEMS code's kmer_id_to_pmi_rank: decode an id to its k-mer (specials
+    decode to ""), look the k-mer up in a {k-mer: rank} dict; unknown or rank 0 -> the worst rank. With
+    `bugs` the position index itself is decoded, as in the released code."""
+    vocab = kmers.vocabulary(k)
+    ranks = [int(r) for r in ranks]
+    rank_of_kmer = {vocab[i]: r for i, r in enumerate(ranks) if i >= kmers.NUM_SPECIAL}
+    worst = max(ranks)
+
+    def pmi_rank(row: list[int], p: int) -> int:
+        token_id = p if bugs else row[p]
+        kmer = vocab[token_id] if kmers.NUM_SPECIAL <= token_id < len(vocab) else ""
+        return rank_of_kmer.get(kmer, worst) or worst
+
+    return pmi_rank
+
+
+def loop_genemask(ids, centres, ranks, k: int = 6, bugs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """GeneMask with Python loops: (mask, best positions of the kept spans), bool (B, L) each."""
+    ids, centres = torch.as_tensor(ids), torch.as_tensor(centres)
+    pmi_rank = released_rank_lookup(ranks, k, bugs)
+    lo, hi = masking.SPAN_OFFSETS[k]
+    mask, kept_best = torch.zeros(ids.shape, dtype=torch.bool), torch.zeros(ids.shape, dtype=torch.bool)
+    for i, row in enumerate(ids):
+        allowed = set(torch.where(row >= kmers.NUM_SPECIAL)[0].tolist())
+        row = row.tolist()
+        masked, segments = set(), []
+        for c in torch.where(centres[i])[0].tolist():
+            best_rank, best_index = None, None
+            for p in range(c + lo, c + hi + 1):
+                if p in allowed:
+                    masked.add(p)
+                    rank = pmi_rank(row, p)
+                    if best_rank is None or rank < best_rank:
+                        best_rank, best_index = rank, p
+            segments.append((best_rank, best_index))
+        n_kept = math.ceil(len(segments) / 2)
+        if n_kept >= masking.MIN_SEGMENTS_TO_SELECT:
+            if not bugs:  # the released CM-GEMS code slices before it sorts
+                segments.sort(key=lambda s: s[0])  # stable: ties keep centre order
+            segments = segments[:n_kept]
+        for _, b in segments:
+            kept_best[i, b] = True
+            masked.update(p for p in range(b - HALF, b + HALF + 1) if p in allowed)
+        mask[i, list(masked)] = True
+    return mask, kept_best
+
+
+def loop_global_pmi(ids, counts, ranks, k: int = 6, bugs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global-PMI with Python loops: (mask, chosen best positions), bool (B, L) each."""
+    ids = torch.as_tensor(ids)
+    pmi_rank = released_rank_lookup(ranks, k, bugs)
+    mask, best = torch.zeros(ids.shape, dtype=torch.bool), torch.zeros(ids.shape, dtype=torch.bool)
+    for i, row in enumerate(ids):
+        allowed = set(torch.where(row >= kmers.NUM_SPECIAL)[0].tolist())
+        row = row.tolist()
+        ranked = sorted((pmi_rank(row, p), p) for p in allowed)
+        for _, b in ranked[: int(counts[i])]:
+            best[i, b] = True
+            mask[i, [p for p in range(b - HALF, b + HALF + 1) if p in allowed]] = True
+    return mask, best
+
+
+def loop_dnabert(ids, centres, k: int = 6) -> np.ndarray:
+    ids, centres = np.asarray(ids), np.asarray(centres)
+    lo, hi = masking.SPAN_OFFSETS[k]
+    mask = np.zeros(ids.shape, bool)
+    for i, c in zip(*np.nonzero(centres)):
+        for p in range(max(c + lo, 0), min(c + hi + 1, ids.shape[1])):
+            mask[i, p] = ids[i, p] >= kmers.NUM_SPECIAL
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry and options
+
+
+def test_registry_and_needs_ranks():
+    assert set(masking.names()) == {"random", "dnabert", "genemask", "global_pmi", "cm_gems", "cm_step"}
+    assert masking.names() == list(masking.STRATEGIES)
+    assert {n for n in masking.names() if masking.needs_ranks(n)} == set(PMI_NAMES)
+    with pytest.raises(CmgemsError, match="nope"):
+        masking.needs_ranks("nope")
+
+
+@pytest.mark.parametrize("name", ["random", "dnabert", *PMI_NAMES])
+def test_unknown_option_names_the_key(name):
+    with pytest.raises(CmgemsError, match="bogus_key"):
+        build(name, bogus_key=1)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(CmgemsError, match="unknown masking strategy"):
+        build("nope")
+    with pytest.raises(CmgemsError, match="needs PMI ranks"):
+        masking.build("genemask", k=6, vocab_size=4101, token_ranks=None)
+    with pytest.raises(CmgemsError, match="entries"):
+        masking.build("genemask", k=6, vocab_size=4101, token_ranks=np.arange(10))
+    with pytest.raises(CmgemsError, match="mlm_probability"):
+        build("random", mlm_probability=1.5)
+    with pytest.raises(CmgemsError, match="reproduce_reference_bugs"):
+        build("genemask", reproduce_reference_bugs="yes")
+    with pytest.raises(CmgemsError, match="vocab_size"):
+        masking.build("random", k=6, vocab_size=100)
+
+
+@pytest.mark.parametrize("name", masking.names())
+def test_api_and_json_state(name):
+    masker = build(name)
+    inputs, labels = masker(full_batch(4), step=50, generator=generator(0))
+    assert inputs.dtype == labels.dtype == torch.int64 and inputs.shape == labels.shape == (4, 512)
+    assert isinstance(masker.phase, str) and masker.phase in masking.names()
+    state = json.loads(json.dumps(masker.state_dict()))
+    fresh = build(name)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == masker.state_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+@FAST
+@given(
+    st.lists(st.lists(st.booleans(), min_size=12, max_size=12), min_size=1, max_size=3),
+    st.integers(-6, 0),
+    st.integers(0, 6),
+)
+def test_dilate_and_window_min_match_naive(rows, lo, hi):
+    marks = torch.tensor(rows)
+    values = torch.randint(0, 50, marks.shape, generator=generator(lo * 7 + hi))
+    length = marks.shape[1]
+    window_min, dilated = masking.window_min(values, lo, hi), masking.dilate(marks, lo, hi)
+    for i in range(marks.shape[0]):
+        for p in range(length):
+            window = [int(values[i, q]) for q in range(p + lo, p + hi + 1) if 0 <= q < length]
+            assert int(window_min[i, p]) == min(window)
+            covered = any(bool(marks[i, c]) for c in range(p - hi, p - lo + 1) if 0 <= c < length)
+            assert bool(dilated[i, p]) == covered
+
+
+@FAST
+@given(st.integers(1, 6), st.integers(0, 2**31))
+def test_smallest_k_takes_the_k_smallest(rows, seed):
+    rng = np.random.default_rng(seed)
+    keys = torch.from_numpy(np.stack([rng.permutation(40) for _ in range(rows)]))
+    counts = torch.from_numpy(rng.integers(0, 41, rows))
+    chosen = masking.smallest_k(keys, counts)
+    for i in range(rows):
+        assert set(np.flatnonzero(chosen[i].numpy())) == set(np.argsort(keys[i].numpy())[: counts[i]])
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=30))
+def test_rank_within_rows(entries):
+    rows = torch.tensor([r for r, _ in entries], dtype=torch.int64)
+    keys = torch.tensor([key for _, key in entries], dtype=torch.int64)
+    rank = masking.rank_within_rows(rows, keys, 4)
+    for i, (r, key) in enumerate(entries):
+        before = [j for j, (r2, k2) in enumerate(entries) if r2 == r and (k2 < key or (k2 == key and j < i))]
+        assert int(rank[i]) == len(before)
+
+
+# ----------------------------------------------------------------------------------------------
+# Invariants of every strategy
+
+
+@FAST
+@given(batches, st.sampled_from(masking.names()), st.integers(0, 2**31), st.booleans())
+def test_only_maskable_positions_are_chosen(batch, name, seed, bugs):
+    k, ids = batch
+    options = {"reproduce_reference_bugs": bugs} if name in PMI_NAMES else {}
+    masker = build(name, k=k, **options)
+    before = ids.clone()
+    inputs, labels = masker(ids, step=seed % 101, generator=generator(seed))
+    chosen = labels != masking.IGNORE_INDEX
+    assert torch.equal(ids, before), "input_ids modified in place"
+    assert not (chosen & (ids < kmers.NUM_SPECIAL)).any(), "special or padding position chosen"
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    changed = inputs[chosen]
+    assert ((changed == kmers.MASK_ID) | (changed >= kmers.NUM_SPECIAL)).all()
+    assert (inputs < kmers.vocab_size(k)).all()
+
+
+@FAST
+@given(batches, st.integers(0, 2**31))
+def test_dnabert_spans_are_the_clipped_spans_of_the_centres(batch, seed):
+    k, ids = batch
+    strategy = build("dnabert", k=k).strategy
+    centres = masking.draw_centres(masking.maskable_positions(ids), 0.2, generator(seed))
+    mask = strategy.expand(ids, centres)
+    assert np.array_equal(mask.numpy(), loop_dnabert(ids, centres, k))
+    lo, hi = masking.SPAN_OFFSETS[k]
+    for i, c in zip(*np.nonzero(centres.numpy())):  # each span: contiguous over maskable positions
+        span = [
+            p for p in range(c + lo, c + hi + 1) if 0 <= p < ids.shape[1] and ids[i, p] >= kmers.NUM_SPECIAL
+        ]
+        assert mask[i, span].all()
+
+
+# ----------------------------------------------------------------------------------------------
+# GeneMask
+
+
+@FAST
+@given(
+    batches,
+    st.integers(0, 2**31),
+    st.booleans(),
+    st.sampled_from([None, 3, 50]),
+    st.sampled_from([0.05, 0.3]),
+)
+def test_genemask_matches_loop_implementation(batch, seed, bugs, n_distinct, p):
+    k, ids = batch
+    ranks = random_ranks(k, seed, n_distinct)
+    strategy = build("genemask", k=k, ranks=ranks, reproduce_reference_bugs=bugs).strategy
+    centres = masking.draw_centres(masking.maskable_positions(ids), p, generator(seed))
+    expected_mask, expected_best = loop_genemask(ids, centres, ranks, k, bugs)
+    assert torch.equal(strategy.kept_best_positions(ids, centres), expected_best)
+    assert torch.equal(strategy.expand(ids, centres), expected_mask)
+
+
+@FAST
+@given(st.integers(0, 2**31), st.sampled_from([None, 5]), st.integers(1, 16))
+def test_genemask_kept_spans_hold_their_best_position(seed, n_distinct, n_centres):
+    """Centres 8 apart (spans never overlap): every kept best position is the best of its centre's
+    span, and the best half is kept when ceil(n / 2) >= 5, else all."""
+    ranks = random_ranks(6, seed, n_distinct)
+    ids = make_batch(6, [150], seed)
+    centres = torch.zeros_like(ids, dtype=torch.bool)
+    centres[0, 10 : 10 + 8 * n_centres : 8] = True
+    strategy = build("genemask", ranks=ranks).strategy
+    best = strategy.kept_best_positions(ids, centres)[0].numpy()
+    row = ids[0].numpy()
+    span_best = []
+    for c in np.flatnonzero(centres[0].numpy()):
+        span = list(range(c - 2, c + 4))
+        span_ranks = ranks[row[span]]
+        b = span[int(np.argmin(span_ranks))]  # argmin: the first, i.e. lower position, on ties
+        span_best.append((ranks[row[b]], b))
+        assert best[span].sum() <= 1
+        assert not best[span].any() or best[b]
+    half = math.ceil(n_centres / 2)
+    expected = sorted(span_best)[:half] if half >= 5 else span_best
+    assert set(np.flatnonzero(best)) == {b for _, b in expected}
+    mask = strategy.expand(ids, centres)[0].numpy()
+    for _, b in expected:
+        assert mask[b - HALF : b + HALF + 1].all()
+
+
+def test_reference_bugs_make_genemask_depend_only_on_position():
+    ranks = random_ranks(6, 1)
+    a, b = make_batch(6, [300], seed=1), make_batch(6, [300], seed=2)
+    centres = masking.draw_centres(masking.maskable_positions(a), 0.05, generator(3))
+    buggy = build("genemask", ranks=ranks, reproduce_reference_bugs=True).strategy
+    correct = build("genemask", ranks=ranks).strategy
+    assert torch.equal(buggy.expand(a, centres), buggy.expand(b, centres))
+    assert torch.equal(buggy.kept_best_positions(a, centres), buggy.kept_best_positions(b, centres))
+    assert not torch.equal(correct.kept_best_positions(a, centres), correct.kept_best_positions(b, centres))
+
+
+def test_reference_bugs_rank_positions_one_to_four_worst():
+    """Even with a table that gives specials rank 0 (GeneMask's defaultdict), positions 0-4 rank worst."""
+    ranks = random_ranks(6, 0)
+    ranks[: kmers.NUM_SPECIAL] = 0
+    ranks[kmers.NUM_SPECIAL] = 1  # position 5 reads as the best-ranked k-mer
+    by_position = masking.RankTable(ranks, kmers.vocab_size(6)).position_ranks(12, torch.device("cpu"))
+    assert (by_position[: kmers.NUM_SPECIAL] == 4**6).all() and by_position[5] == 1
+    ids = make_batch(6, [20], seed=0)
+    centres = torch.zeros_like(ids, dtype=torch.bool)
+    centres[0, 3] = True  # span 1..6: positions 1-4 would win with rank 0
+    strategy = build("genemask", ranks=ranks, reproduce_reference_bugs=True).strategy
+    assert np.flatnonzero(strategy.kept_best_positions(ids, centres)[0].numpy()).tolist() == [5]
+
+
+# ----------------------------------------------------------------------------------------------
+# Global-PMI
+
+
+@FAST
+@given(batches, st.integers(0, 2**31), st.booleans(), st.sampled_from([None, 3]))
+def test_global_pmi_masks_around_the_best_ranked_positions(batch, seed, bugs, n_distinct):
+    k, ids = batch
+    ranks = random_ranks(k, seed, n_distinct)
+    strategy = build("global_pmi", k=k, ranks=ranks, reproduce_reference_bugs=bugs).strategy
+    centres = masking.draw_centres(masking.maskable_positions(ids), 0.1, generator(seed))
+    expected_mask, expected_best = loop_global_pmi(ids, centres.sum(dim=1), ranks, k, bugs)
+    assert torch.equal(strategy.best_positions(ids, centres), expected_best)
+    assert torch.equal(strategy.expand(ids, centres), expected_mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Proportions (510 k-mers per sequence, averaged over many batches)
+
+
+@pytest.mark.parametrize("name", ["random", "dnabert", "genemask"])
+def test_masked_fraction_is_about_15_percent(name):
+    masker, g = build(name), generator(7)
+    fractions = [
+        float(
+            (masker(full_batch(32, seed=s), step=0, generator=g)[1] != masking.IGNORE_INDEX).float().mean()
+            * 512
+            / 510
+        )
+        for s in range(20)
+    ]
+    assert abs(np.mean(fractions) - 0.15) <= 0.015
+
+
+def test_corruption_is_80_10_10_and_never_draws_specials():
+    ids = full_batch(64)
+    chosen = torch.ones_like(ids, dtype=torch.bool)
+    chosen[:, 0] = chosen[:, -1] = False
+    inputs, labels = masking.bert_corrupt(ids, chosen, kmers.vocab_size(6), generator(0))
+    assert torch.equal(labels[chosen], ids[chosen]) and (labels[~chosen] == masking.IGNORE_INDEX).all()
+    n = int(chosen.sum())
+    masked = inputs[chosen] == kmers.MASK_ID
+    same = inputs[chosen] == ids[chosen]
+    replaced = ~masked & ~same
+    # a random id equals the original with probability 1/4096: "same" is 10% + 0.1 * 1/4096
+    assert abs(masked.sum() / n - 0.8) < 0.01
+    assert abs(replaced.sum() / n - 0.1) < 0.006
+    assert abs(same.sum() / n - 0.1) < 0.006
+    assert (inputs[chosen][replaced] >= kmers.NUM_SPECIAL).all()
+    assert (inputs[~chosen] == ids[~chosen]).all()
+    draws = inputs[chosen][replaced]  # uniform over all k-mer ids
+    assert draws.min() < kmers.NUM_SPECIAL + 50 and draws.max() > kmers.vocab_size(6) - 50
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism
+
+
+@pytest.mark.parametrize("name", masking.names())
+def test_same_seed_same_masks_different_seed_different(name):
+    ids = full_batch(8)
+    first = build(name)(ids, step=60, generator=generator(11))
+    again = build(name)(ids, step=60, generator=generator(11))
+    other = build(name)(ids, step=60, generator=generator(12))
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not torch.equal(first[1], other[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Curricula
+
+
+def test_cm_gems_switches_once_when_the_smallest_difference_drops_below_threshold():
+    masker = build("cm_gems", threshold=1.0)
+    assert masker.phase == "genemask" and masker.switch_step is None
+    for step, ppl in [(10, 20.0), (20, 15.0), (30, 13.5), (40, 12.2)]:
+        masker.observe_validation(step, ppl)
+        assert masker.phase == "genemask" and masker.switch_step is None
+    masker.observe_validation(50, 11.3)  # |12.2 - 11.3| = 0.9 < 1.0
+    assert masker.phase == "global_pmi" and masker.switch_step == 50
+    masker.observe_validation(60, 30.0)  # for good
+    assert masker.phase == "global_pmi" and masker.switch_step == 50
+    masker(full_batch(2), step=61, generator=generator(0))
+    assert masker.phase == "global_pmi"
+
+
+def test_cm_gems_masks_with_the_phase_and_state_round_trips():
+    ids, masker = full_batch(8), build("cm_gems", threshold=0.5)
+    genemask, global_pmi = build("genemask"), build("global_pmi")
+    assert torch.equal(
+        masker(ids, step=1, generator=generator(3))[1], genemask(ids, step=1, generator=generator(3))[1]
+    )
+    masker.observe_validation(100, 5.0)
+    masker.observe_validation(200, 5.4)
+    state = json.loads(json.dumps(masker.state_dict()))
+    assert state["switch_step"] == 200 and state["perplexities"] == [5.0, 5.4]
+    restored = build("cm_gems", threshold=0.5)
+    restored.load_state_dict(state)
+    assert restored.phase == "global_pmi" and restored.switch_step == 200
+    expected = global_pmi(ids, step=201, generator=generator(4))[1]
+    assert torch.equal(restored(ids, step=201, generator=generator(4))[1], expected)
+    with pytest.raises(CmgemsError):
+        build("genemask").load_state_dict(state)
+
+
+def test_cm_step_uses_global_pmi_with_probability_step_over_max_steps():
+    masker, ids, g = build("cm_step"), full_batch(1, n_kmers=20), generator(5)  # max_steps = 100
+
+    def share(step: int, n: int = 400) -> float:
+        phases = []
+        for _ in range(n):
+            masker(ids, step=step, generator=g)
+            phases.append(masker.phase)
+        assert set(phases) <= {"dnabert", "global_pmi"}
+        return phases.count("global_pmi") / n
+
+    assert share(0) == 0.0 and share(100) == 1.0 and share(150) == 1.0
+    assert abs(share(25) - 0.25) < 0.07 and abs(share(50) - 0.5) < 0.08
+    assert masker.hard_probability(30) == pytest.approx(0.3)
+    assert masker.switch_step is None
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["dnabert", "genemask", "global_pmi"])
+@pytest.mark.parametrize("bugs", [False, True])
+def test_cuda_equals_cpu_given_the_same_centres(name, bugs):
+    if name == "dnabert" and bugs:
+        pytest.skip("no reference bugs for dnabert")
+    options = {"reproduce_reference_bugs": True} if bugs else {}
+    strategy = build(name, **options).strategy
+    ids = make_batch(6, [510, 300, 17, 0], seed=4, unk_fraction=0.01)
+    centres = masking.draw_centres(masking.maskable_positions(ids), 0.05, generator(1))
+    cpu = strategy.expand(ids, centres)
+    assert torch.equal(strategy.expand(ids.cuda(), centres.cuda()).cpu(), cpu)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    inputs, labels = build(name, **options)(ids.cuda(), step=0, generator=g)
+    assert inputs.is_cuda and not (labels.cpu()[ids < kmers.NUM_SPECIAL] != masking.IGNORE_INDEX).any()

@@ -1,0 +1,479 @@
+"""Tests for cmgems.report on a small fake results tree built in tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cmgems import report
+from cmgems.cli import main as cli_main
+from cmgems.errors import CmgemsError
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = [("hg38", "bert_base", "genemask", 10000), ("hg38", "bert_base", "cm_gems", 10000)]
+FEWSHOT = {"prom_core": (10, 50), "splice_40": (10,)}
+
+
+def _metrics(rng: np.random.Generator) -> dict:
+    return {
+        "mcc": float(rng.uniform(-0.2, 0.9)),
+        "accuracy": float(rng.uniform(0.4, 1)),
+        "f1_macro": float(rng.uniform(0.4, 1)),
+        "precision_macro": float(rng.uniform(0.4, 1)),
+        "recall_macro": float(rng.uniform(0.4, 1)),
+    }
+
+
+def _write(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def _gue(root: Path, method, task: str, seed: int, rng) -> None:
+    genome, model, masking, steps = method
+    doc = {
+        "kind": "gue",
+        "genome": genome,
+        "model": model,
+        "masking": masking,
+        "steps": steps,
+        "task": task,
+        "seed": seed,
+        "metrics": _metrics(rng),
+        "n_train": 100,
+        "n_test": 20,
+        "train_seconds": 1.5,
+    }
+    _write(root / genome / "gue" / model / masking / str(steps) / task / f"seed{seed}" / "metrics.json", doc)
+
+
+def _fewshot(root: Path, method, dataset: str, shots: int, seed: int, rng) -> None:
+    genome, model, masking, steps = method
+    doc = {
+        "kind": "fewshot",
+        "genome": genome,
+        "model": model,
+        "masking": masking,
+        "steps": steps,
+        "dataset": dataset,
+        "shots": shots,
+        "seed": seed,
+        "metrics": {**_metrics(rng), "auc": 0.7},
+        "n_train": 2 * shots,
+        "n_test": 50,
+        "train_seconds": 0.5,
+    }
+    base = (
+        root / "baseline" / "fewshot"
+        if masking == "none"
+        else root / genome / "fewshot" / model / masking / str(steps)
+    )
+    _write(base / dataset / str(shots) / f"seed{seed}" / "metrics.json", doc)
+
+
+def _pretraining(root: Path, masking: str, switch_step, phases: list[str]) -> None:
+    run = root / "hg38" / "models" / "bert_base" / masking / "1000"
+    run.mkdir(parents=True)
+    steps = np.arange(50, 1001, 50)
+    val = np.where(steps % 200 == 0, 30.0 - steps / 100, np.nan)
+    pd.DataFrame(
+        {
+            "step": steps,
+            "loss": 8 - steps / 400,
+            "lr": 1e-4,
+            "masked_acc": 0.1,
+            "val_loss": np.log(val),
+            "val_ppl": val,
+            "val_masked_acc": np.where(np.isnan(val), np.nan, 0.2),
+            "phase": np.where(steps < (switch_step or 10**9), phases[0], phases[-1]),
+            "tokens_per_s": 1e4,
+        }
+    ).to_csv(run / "metrics.csv", index=False, na_rep="")
+    summary = {
+        "kind": "pretraining",
+        "genome": "hg38",
+        "model": "bert_base",
+        "masking": masking,
+        "steps": 1000,
+        "final_loss": 5.5,
+        "final_val_ppl": 20.0,
+        "switch_step": switch_step,
+        "tokens_per_s": 12345.6,
+        "train_seconds": 60.0,
+        "parameters": 1000,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def _pmi(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (2, 6):
+        grams = ["".join(rng.choice(list("ACGT"), n)) for _ in range(60)]
+        norm = rng.normal(0, 1, len(grams))
+        rank = pd.Series(norm).rank(ascending=False, method="first").astype("int64")
+        rows.append(
+            pd.DataFrame(
+                {
+                    "ngram": grams,
+                    "n": n,
+                    "count": 200,
+                    "naive_pmi": norm,
+                    "pmi": norm,
+                    "discount": 0.5,
+                    "norm_pmi": norm,
+                    "rank": rank,
+                }
+            )
+        )
+    (root / "hg38" / "pmi").mkdir(parents=True)
+    pd.concat(rows).to_parquet(root / "hg38" / "pmi" / "pmi.parquet")
+
+
+def _corpus(root: Path) -> None:
+    seq = bytes(np.random.default_rng(2).choice(list(b"ACGT"), 300).tolist())
+    (root / "hg38" / "corpus" / "validation").mkdir(parents=True)
+    pd.DataFrame({"contig": ["chr1"], "start": [0], "end": [300], "sequence": [seq]}).to_parquet(
+        root / "hg38" / "corpus" / "validation" / "chr1.parquet"
+    )
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Two methods with all 27 GUE tasks (cm_gems with 2 seeds), genemask missing tf_4, one demo task,
+    a baseline; few-shot 2 datasets x shots x 3 seeds (1 seed for the baseline); two pretraining runs;
+    a PMI table and one validation chunk."""
+    root = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(1)
+    for method in METHODS:
+        for task in report.GUE_27 + ["demo_tata"]:
+            if method[2] == "genemask" and task == "tf_4":
+                continue
+            for seed in (42, 43) if method[2] == "cm_gems" else (42,):
+                _gue(root, method, task, seed, rng)
+    baseline = ("none", "kmer_logreg", "none", 0)
+    doc = {
+        "kind": "gue",
+        "genome": "none",
+        "model": "kmer_logreg",
+        "masking": "none",
+        "steps": 0,
+        "task": "tf_0",
+        "seed": 0,
+        "metrics": _metrics(rng),
+        "n_train": 100,
+        "n_test": 20,
+        "train_seconds": 0.1,
+    }
+    _write(root / "baseline" / "gue" / "tf_0" / "metrics.json", doc)
+    for dataset, shots_list in FEWSHOT.items():
+        for shots in shots_list:
+            for method in METHODS:
+                for seed in range(3):
+                    _fewshot(root, method, dataset, shots, seed, rng)
+            _fewshot(root, baseline, dataset, shots, 0, rng)
+    _pretraining(root, "genemask", None, ["genemask"])
+    _pretraining(root, "cm_gems", 400, ["genemask", "global_pmi"])
+    _pmi(root)
+    _corpus(root)
+    _write(root / "hg38" / "other" / "metrics.json", {"kind": "something_else"})
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tree) -> pd.DataFrame:
+    return report.collect_runs(tree)
+
+
+def _docs(root: Path, kind: str) -> list[dict]:
+    docs = [json.loads(p.read_text()) for p in root.rglob("metrics.json")]
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def test_task_groups():
+    assert len(report.GUE_27) == 27
+    assert [
+        report.task_group(t)
+        for t in (
+            "EMP_H3",
+            "prom_core_tata",
+            "prom_300_all",
+            "splice_reconstructed",
+            "mouse_3",
+            "tf_0",
+            "covid",
+            "demo_tata",
+        )
+    ] == ["EMP", "prom_core", "prom_300", "splice", "mouse", "tf", "covid", "other"]
+
+
+def test_collect_runs(tree, runs):
+    assert len(runs) == len(_docs(tree, "gue")) + len(_docs(tree, "fewshot"))
+    assert set(runs["kind"]) == {"gue", "fewshot"}
+    base = runs[(runs["model"] == "kmer_logreg") & (runs["kind"] == "gue")]
+    assert base[["genome", "masking", "steps", "task"]].values.tolist() == [["none", "none", 0, "tf_0"]]
+
+
+def test_collect_runs_infers_kind_and_seed_from_path(tmp_path):
+    doc = {
+        "genome": "g",
+        "model": "m",
+        "masking": "random",
+        "steps": 10,
+        "dataset": "d",
+        "shots": 10,
+        "metrics": {"mcc": 0.5},
+    }
+    _write(tmp_path / "g" / "fewshot" / "m" / "random" / "10" / "d" / "10" / "seed7" / "metrics.json", doc)
+    runs = report.collect_runs(tmp_path)
+    assert runs[["kind", "seed", "shots", "mcc"]].values.tolist() == [["fewshot", 7, 10, 0.5]]
+
+
+def test_collect_runs_names_bad_file(tmp_path):
+    _write(
+        tmp_path / "x" / "metrics.json",
+        {"kind": "gue", "model": "m", "masking": "r", "metrics": {"mcc": 0.1}},
+    )
+    with pytest.raises(CmgemsError, match=r"x/metrics.json.*task"):
+        report.collect_runs(tmp_path)
+    (tmp_path / "x" / "metrics.json").write_text("{not json")
+    with pytest.raises(CmgemsError, match="metrics.json"):
+        report.collect_runs(tmp_path)
+
+
+def test_gue_table_matches_files(tree, runs):
+    table = report.gue_table(runs)
+    docs = _docs(tree, "gue")
+    assert len(table) == len(docs)
+    for doc in docs:
+        same = (
+            (table["masking"] == doc["masking"])
+            & (table["task"] == doc["task"])
+            & (table["seed"] == doc["seed"])
+        )
+        row = table[same]
+        assert len(row) == 1
+        assert row["mcc_x100"].iloc[0] == pytest.approx(100 * doc["metrics"]["mcc"])
+        assert row["f1_macro_x100"].iloc[0] == pytest.approx(100 * doc["metrics"]["f1_macro"])
+        assert row["group"].iloc[0] == report.task_group(doc["task"])
+
+
+def test_gue_summary_means(tree, runs):
+    summary = report.gue_summary(runs).set_index("masking")
+    docs = _docs(tree, "gue")
+
+    def task_means(masking):
+        by_task = {}
+        for d in docs:
+            if d["masking"] == masking:
+                by_task.setdefault(d["task"], []).append(100 * d["metrics"]["mcc"])
+        return {t: np.mean(v) for t, v in by_task.items()}
+
+    cm = task_means("cm_gems")
+    assert summary.loc["cm_gems", "n_tasks"] == 28
+    assert summary.loc["cm_gems", "mcc_x100_mean27"] == pytest.approx(np.mean([cm[t] for t in report.GUE_27]))
+    assert summary.loc["cm_gems", "mcc_x100_mean"] == pytest.approx(np.mean(list(cm.values())))
+    assert summary.loc["cm_gems", "mcc_x100_EMP"] == pytest.approx(
+        np.mean([cm[t] for t in cm if t.startswith("EMP_")])
+    )
+    assert summary.loc["cm_gems", "mcc_x100_other"] == pytest.approx(cm["demo_tata"])
+    assert np.isnan(summary.loc["cm_gems", "mcc_x100_mean28"])  # no covid
+    gm = task_means("genemask")
+    assert summary.loc["genemask", "n_tasks"] == 27  # 26 GUE + demo: incomplete
+    assert np.isnan(summary.loc["genemask", "mcc_x100_mean27"])
+    assert summary.loc["genemask", "mcc_x100_mean"] == pytest.approx(np.mean(list(gm.values())))
+    assert summary.loc["none", "n_tasks"] == 1
+
+
+def test_gue_by_task(runs):
+    wide = report.gue_by_task(runs)
+    assert wide["task"].tolist()[:2] == ["EMP_H3", "EMP_H3K14ac"] and wide["task"].iloc[-1] == "demo_tata"
+    assert "cm_gems bert_base 10K" in wide.columns and "kmer_logreg" in wide.columns
+    assert np.isnan(wide.set_index("task").loc["tf_4", "genemask bert_base 10K"])
+
+
+def test_fewshot_table(tree, runs):
+    table = report.fewshot_table(runs)
+    docs = _docs(tree, "fewshot")
+    assert table["n"].sum() == len(docs)
+    for (dataset, shots, masking), g in table.groupby(["dataset", "shots", "masking"]):
+        values = [
+            100 * d["metrics"]["mcc"]
+            for d in docs
+            if (d["dataset"], d["shots"], d["masking"]) == (dataset, shots, masking)
+        ]
+        acc = [
+            100 * d["metrics"]["accuracy"]
+            for d in docs
+            if (d["dataset"], d["shots"], d["masking"]) == (dataset, shots, masking)
+        ]
+        row = g.iloc[0]
+        assert row["n"] == len(values)
+        assert row["mcc_x100_mean"] == pytest.approx(np.mean(values))
+        assert row["accuracy_x100_mean"] == pytest.approx(np.mean(acc))
+        if len(values) > 1:
+            assert row["mcc_x100_sd"] == pytest.approx(np.std(values, ddof=1))
+        else:
+            assert np.isnan(row["mcc_x100_sd"])
+
+
+def test_pretraining_table(tree):
+    table = report.pretraining_table(tree).set_index("masking")
+    assert list(table.index) == ["genemask", "cm_gems"]
+    assert pd.isna(table.loc["genemask", "switch_step"])
+    assert table.loc["cm_gems", "switch_step"] == 400
+    assert table.loc["cm_gems", "final_val_ppl"] == 20.0 and table.loc["cm_gems", "tokens_per_s"] == 12345.6
+
+
+def test_switch_step_from_phases_of_unfinished_run(tree):
+    curriculum = pd.DataFrame(
+        {"step": [1, 2, 3, 4], "phase": ["genemask", "genemask", "global_pmi", "global_pmi"]}
+    )
+    mixed = curriculum.assign(phase=["dnabert", "global_pmi", "dnabert", "global_pmi"])
+    assert report._single_phase_change(curriculum) == 3
+    assert report._single_phase_change(mixed) is None
+    switches = {r["masking"]: r["switch_step"] for r in report.read_pretraining_curves(tree)}
+    assert switches == {"genemask": None, "cm_gems": 400}
+
+
+def test_published_table(tree, runs):
+    table = report.published_table(runs, REPO / "resources" / "published")
+    gue = table[table["benchmark"] == "gue"].set_index("entry")
+    assert gue.loc["prom_core_tata", "DNABERT-2 (published)"] == 74.17
+    assert gue.loc["mean_27", "DNABERT-2 (published)"] == 66.65
+    means = report.gue_task_means(runs)
+    best = means[means["task"] == "tf_0"]["mcc_x100"].max()
+    assert gue.loc["tf_0", "ours_x100"] == pytest.approx(best)
+    summary = report.gue_summary(runs)
+    assert gue.loc["mean_27", "ours_x100"] == pytest.approx(summary["mcc_x100_mean27"].max())
+    assert gue.loc["mean_27", "ours_method"] == "cm_gems bert_base 10K"
+    assert np.isnan(gue.loc["mean_28", "ours_x100"])
+    assert all("2306.15006" in s for s in gue.loc[["tf_0", "mean_28"], "sources"])
+
+
+def test_published_fewshot_and_missing_source(tmp_path, runs):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "fewshot.csv").write_text(
+        "dataset,shots,model,metric,value_x100,source\nprom_core,10,X,mcc,12.5,paper T1\n"
+    )
+    table = report.published_table(runs, pub)
+    row = table[table["benchmark"] == "fewshot"].iloc[0]
+    few = report.fewshot_table(runs)
+    assert row["X (published)"] == 12.5 and row["shots"] == 10
+    ours = few[(few["dataset"] == "prom_core") & (few["shots"] == 10)]["mcc_x100_mean"].max()
+    assert row["ours_x100"] == pytest.approx(ours)
+    (pub / "gue_mcc.csv").write_text("task,model,mcc_x100,source\ntf_0,Y,50,\n")
+    with pytest.raises(CmgemsError, match="source"):
+        report.read_published(pub)
+
+
+def test_write_table_formats(tmp_path):
+    df = pd.DataFrame({"task": ["a_b", "c"], "mcc_x100": [12.3456, np.nan], "n": [3, 1]})
+    csv, md, tex = report.write_table(df, tmp_path / "t")
+    back = pd.read_csv(csv)
+    assert back["mcc_x100"].iloc[0] == 12.3456 and np.isnan(back["mcc_x100"].iloc[1])
+    assert "| a_b | 12.35 | 3 |" in md.read_text() and "| c |  | 1 |" in md.read_text()
+    text = tex.read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrr}"):
+        assert rule in text
+    assert r"a\_b & 12.35 & 3 \\" in text
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def _assert_png_ok(path: Path) -> None:
+    image = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    assert image.size > 0 and image.std() > 0, f"{path} is blank"
+
+
+def test_plot_masks_with_fake_maskers(tmp_path):
+    ids = np.r_[2, np.arange(5, 45), 3, 0, 0]
+
+    def every_fifth(input_ids, step, generator):
+        labels = torch.full_like(input_ids, -100)
+        labels[:, 1:-3:5] = input_ids[:, 1:-3:5]
+        inputs = input_ids.clone()
+        inputs[:, 1:-3:5] = 4
+        return inputs, labels
+
+    def first_span(input_ids, step, generator):
+        labels = torch.full_like(input_ids, -100)
+        labels[:, 3:9] = input_ids[:, 3:9]
+        inputs = input_ids.clone()
+        inputs[:, 3:5] = 4
+        inputs[:, 5] = 17
+        return inputs, labels
+
+    raster = report.mask_raster(ids, *[t.numpy() for t in first_span(torch.as_tensor(ids)[None], 0, None)])
+    assert raster[[0, 1, 3, 5, 6, 41, 42]].tolist() == [4, 0, 1, 2, 3, 4, 4]
+    paths = report.plot_masks(ids, {"every_fifth": every_fifth, "first_span": first_span}, tmp_path / "masks")
+    assert [p.name for p in paths] == ["masks.png", "masks.pdf"]
+    _assert_png_ok(paths[0])
+
+
+def test_masks_figure_with_masking_module(tree, tmp_path):
+    pytest.importorskip("cmgems.masking")
+    found = report.first_validation_ids(tree)
+    assert found[0] == "hg38" and found[1].shape == (1, 297)
+    maskers = report.default_maskers(tree / "hg38" / "pmi" / "pmi.parquet")
+    assert {"random", "genemask", "cm_gems"} <= set(maskers)
+    _assert_png_ok(report.write_masks_figure(tree, tmp_path / "masks")[0])
+
+
+def test_figures_without_data(tmp_path, caplog):
+    empty = tmp_path / "results"
+    empty.mkdir()
+    with caplog.at_level("WARNING"):
+        paths = report.write_figures(empty, tmp_path / "figures")
+    assert sorted(p.name for p in paths) == sorted(f"{f}.{e}" for f in report.FIGURES for e in ("png", "pdf"))
+    for p in paths:
+        assert p.stat().st_size > 0
+        if p.suffix == ".png":
+            _assert_png_ok(p)
+    assert "no data" in caplog.text or "no " in caplog.text
+    tables = report.write_tables(empty, tmp_path / "tables", None)
+    assert len(tables) == 3 * len(report.TABLES)
+
+
+def test_cli_round_trip(tree, tmp_path):
+    out = tmp_path / "report"
+    assert (
+        cli_main(
+            [
+                "report",
+                "--results",
+                str(tree),
+                "--out",
+                str(out),
+                "--published",
+                str(REPO / "resources" / "published"),
+            ]
+        )
+        == 0
+    )
+    for name in report.TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
+        assert r"\bottomrule" in (out / "tables" / f"{name}.tex").read_text()
+    for name in report.FIGURES:
+        assert (out / "figures" / f"{name}.pdf").stat().st_size > 0
+        _assert_png_ok(out / "figures" / f"{name}.png")
+    gue = pd.read_csv(out / "tables" / "gue.csv")
+    assert len(gue) == len(_docs(tree, "gue"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "tables" / "fewshot.csv"),
+        pd.read_csv(_csv_of(report.fewshot_table(report.collect_runs(tree)), tmp_path)),
+    )
+    assert cli_main(["report", "--results", str(tree / "missing"), "--out", str(out)]) == 1
+
+
+def _csv_of(df: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "expected.csv"
+    df.to_csv(path, index=False)
+    return path

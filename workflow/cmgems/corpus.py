@@ -1,0 +1,394 @@
+"""The pretraining corpus: chunk cleaned contigs (DNABERT/GeneMask style), deduplicate, split, stream.
+
+Chunking (`chunk_contig`), per segment of a contig (a splice_n contig is one segment, so this is
+GeneMask's per-chromosome scheme): skip a random offset in [0, 1000), then cut consecutive,
+non-overlapping chunks; each is full length (max_tokens + k - 1 bp, i.e. max_tokens k-mers, which
+with [CLS]/[SEP] fill max_tokens + 2 positions) with probability full_length_prob, else uniform in
+[min_tokens + k - 1, max_tokens + k - 1] bp. A final piece that does not fit is kept at its own
+length if it is at least min_tokens + k - 1 bp, else dropped. The random stream is seeded from
+(seed, blake2b(contig name)), so a contig's chunks depend on nothing else.
+
+Each chunk carries `hash`, the first 8 bytes (little-endian uint64) of blake2b(sequence). `finalize`
+removes duplicates across all contigs by this hash (the first in contig order, then position, is
+kept; a 64-bit collision between different sequences, p ~ n**2 / 2**65, would drop one of them) and
+sends a chunk to validation iff (hash mod 2**32) < validation_fraction * 2**32, so identical
+sequences share a split and a contig's split does not depend on the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cmgems.atomic import atomic_output, write_json
+from cmgems.errors import CmgemsError
+
+log = logging.getLogger(__name__)
+
+MAX_OFFSET = 1000
+ROW_GROUP_ROWS = 8192
+SPLITS = ("train", "validation")
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("contig", pa.string()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("sequence", pa.binary()),
+        ("hash", pa.uint64()),
+    ]
+)
+OUTPUT_COLUMNS = ["contig", "start", "end", "sequence"]
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def stable_hash(data: bytes) -> int:
+    """A 64-bit hash of `data`, the same on every run and machine (blake2b, 8-byte digest)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def sequence_hashes(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """`stable_hash` of each sequence data[offsets[i]:offsets[i+1]]; shape (len(offsets) - 1,), uint64."""
+    view = memoryview(data)
+    bounds = offsets.tolist()
+    digest = b"".join(
+        hashlib.blake2b(view[a:b], digest_size=8).digest() for a, b in zip(bounds[:-1], bounds[1:])
+    )
+    return np.frombuffer(digest, dtype="<u8").astype(np.uint64)
+
+
+def binary_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(data uint8, offsets int64 of length n + 1) of a binary array, offsets relative to data."""
+    array = array.cast(pa.large_binary())
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    return data, offsets
+
+
+def binary_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    """A pa.binary() array from concatenated bytes and n + 1 offsets."""
+    return pa.Array.from_buffers(
+        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    )
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as err:
+        raise CmgemsError(f"cannot read Parquet file {path}: {err}") from err
+
+
+def table_meta(table: pa.Table) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k != b"ARROW:schema"}
+
+
+def parse_value(text: str):
+    """A metadata value as the number or boolean it spells (JSON), else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def contig_name(table: pa.Table, path: str | os.PathLike) -> str:
+    """The contig of a per-contig Parquet file: its `contig` metadata, else the file name."""
+    return table_meta(table).get("contig") or Path(path).name.removesuffix(".parquet")
+
+
+def write_parquet(table: pa.Table, path: Path, meta: dict[str, str]) -> None:
+    pq.write_table(
+        table.replace_schema_metadata({k.encode(): str(v).encode() for k, v in meta.items()}),
+        path,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=["contig"],
+        write_statistics=["contig", "start", "end"],
+    )
+
+
+# ---------------------------------------------------------------------------------------- chunking
+
+
+def contig_rng(seed: int, contig: str) -> np.random.Generator:
+    """The random stream of one contig: independent of other contigs and of run order."""
+    return np.random.default_rng([seed, stable_hash(contig.encode())])
+
+
+def chunk_lengths(rng: np.random.Generator, available: int, lo: int, hi: int, p_full: float) -> np.ndarray:
+    """Lengths (bp, int64) of consecutive chunks filling at most `available` bp.
+
+    Each is `hi` with probability p_full, else uniform in [lo, hi]; the last, truncated to what is
+    left, is kept if at least `lo` bp.
+    """
+    mean = p_full * hi + (1 - p_full) * (lo + hi) / 2
+    parts, total = [], 0
+    while total < available:
+        n = int((available - total) / mean * 1.05) + 8
+        full = rng.random(n) < p_full
+        drawn = np.where(full, hi, rng.integers(lo, hi + 1, n))
+        parts.append(drawn)
+        total += int(drawn.sum())
+    lengths = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    ends = np.cumsum(lengths)
+    fit = int(np.searchsorted(ends, available, side="right"))
+    remainder = available - (int(ends[fit - 1]) if fit else 0)
+    lengths = lengths[:fit].astype(np.int64)
+    return np.append(lengths, remainder) if remainder >= lo else lengths
+
+
+def chunk_table(
+    segments: pa.Table,
+    contig: str,
+    k: int,
+    max_tokens: int,
+    min_tokens: int,
+    full_length_prob: float,
+    seed: int,
+) -> pa.Table:
+    """Chunks (CHUNK_SCHEMA) of a contig's segments table (columns start, sequence)."""
+    lo, hi = min_tokens + k - 1, max_tokens + k - 1
+    if not (1 <= min_tokens <= max_tokens) or not (0.0 <= full_length_prob <= 1.0):
+        raise CmgemsError(
+            f"need 1 <= min_tokens <= max_tokens and 0 <= full_length_prob <= 1, got "
+            f"{min_tokens}, {max_tokens}, {full_length_prob}"
+        )
+    rng = contig_rng(seed, contig)
+    data, offsets = binary_buffers(segments.column("sequence").combine_chunks())
+    seg_starts = segments.column("start").to_numpy()
+    pieces, lengths, starts = [], [], []
+    for seg_start, a, b in zip(seg_starts.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
+        skip = int(rng.integers(0, MAX_OFFSET))
+        if b - a - skip < lo:
+            continue
+        seg_lengths = chunk_lengths(rng, b - a - skip, lo, hi, full_length_prob)
+        used = int(seg_lengths.sum())
+        pieces.append(data[a + skip : a + skip + used])
+        lengths.append(seg_lengths)
+        starts.append(seg_start + skip + np.concatenate(([0], np.cumsum(seg_lengths)[:-1])))
+    lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int64)
+    chunk_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    chunk_data = np.concatenate(pieces) if pieces else np.empty(0, np.uint8)
+    starts = np.concatenate(starts).astype(np.int64) if starts else np.empty(0, np.int64)
+    return pa.table(
+        {
+            "contig": pa.array([contig] * len(lengths), pa.string()),
+            "start": starts,
+            "end": starts + lengths,
+            "sequence": binary_array(chunk_data, chunk_offsets),
+            "hash": sequence_hashes(chunk_data, chunk_offsets),
+        },
+        schema=CHUNK_SCHEMA,
+    )
+
+
+def chunk_contig(
+    contig_parquet: str | os.PathLike,
+    out: str | os.PathLike,
+    k: int = 6,
+    max_tokens: int = 510,
+    min_tokens: int = 5,
+    full_length_prob: float = 0.5,
+    seed: int = 12345,
+) -> int:
+    """Chunk one `contigs/{contig}.parquet` into `out` (CHUNK_SCHEMA, atomically); return the chunk count.
+
+    Coordinates are on the original contig, or on the spliced sequence for a splice_n contig.
+    """
+    segments = read_parquet(contig_parquet, ["contig", "start", "sequence"])
+    meta = table_meta(segments)
+    contig = contig_name(segments, contig_parquet)
+    chunks = chunk_table(segments, contig, k, max_tokens, min_tokens, full_length_prob, seed)
+    params = {
+        "contig": contig,
+        "k": k,
+        "max_tokens": max_tokens,
+        "min_tokens": min_tokens,
+        "full_length_prob": full_length_prob,
+        "seed": seed,
+        "splice_n": meta.get("splice_n", "false"),
+    }
+    with atomic_output(out) as tmp:
+        write_parquet(chunks, tmp, params)
+    log.info("%s: %d chunks, %d bp", contig, chunks.num_rows, split_stats(chunks, k)["bases"])
+    return chunks.num_rows
+
+
+# ---------------------------------------------------------------------------------------- finalize
+
+
+def first_unseen(hashes: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Bool mask: the first occurrence of each hash in `hashes` that is not in sorted `seen`."""
+    keep = np.zeros(len(hashes), dtype=bool)
+    keep[np.unique(hashes, return_index=True)[1]] = True
+    if seen.size:
+        idx = np.minimum(np.searchsorted(seen, hashes), seen.size - 1)
+        keep &= seen[idx] != hashes
+    return keep
+
+
+def split_stats(table: pa.Table, k: int) -> dict[str, int]:
+    lengths = table.column("end").to_numpy() - table.column("start").to_numpy()
+    return {
+        "sequences": table.num_rows,
+        "bases": int(lengths.sum()),
+        "tokens": int(np.maximum(lengths - k + 1, 0).sum()),
+    }
+
+
+def finalize(
+    chunk_files: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    validation_fraction: float = 0.1,
+    k: int = 6,
+    contigs_summary: str | os.PathLike | None = None,
+) -> dict:
+    """Deduplicate and split chunk files into out_dir/{train,validation}/{contig}.parquet + manifest.json.
+
+    Files are taken in the order given (that order decides which duplicate is kept); only one file
+    and the sorted hashes kept so far (8 bytes per chunk) are in memory. Returns the manifest.
+    """
+    if not chunk_files:
+        raise CmgemsError("no chunk files given")
+    if not 0.0 <= validation_fraction <= 1.0:
+        raise CmgemsError(f"validation fraction must be in [0, 1], got {validation_fraction}")
+    threshold = np.uint64(round(validation_fraction * 2**32))
+    seen = np.empty(0, dtype=np.uint64)
+    contigs: dict[str, dict] = {}
+    totals = {s: {"sequences": 0, "bases": 0, "tokens": 0} for s in SPLITS}
+    chunking: dict[str, object] = {}
+    duplicates = 0
+    with atomic_output(out_dir, directory=True) as tmp:
+        for split in SPLITS:
+            (tmp / split).mkdir()
+        for path in chunk_files:
+            table = read_parquet(path)
+            contig = contig_name(table, path)
+            meta = table_meta(table)
+            if contig in contigs:
+                raise CmgemsError(f"contig {contig} appears twice among the chunk files ({path})")
+            if "k" in meta and int(meta["k"]) != k:
+                raise CmgemsError(f"{path} was chunked for k={meta['k']}, finalize was given k={k}")
+            params = {key: parse_value(v) for key, v in meta.items() if key != "contig"}
+            if chunking and params != chunking:
+                raise CmgemsError(f"{path} was chunked with {params}, unlike the files before it: {chunking}")
+            chunking = params
+            hashes = table.column("hash").to_numpy()
+            keep = first_unseen(hashes, seen)
+            seen = np.sort(np.concatenate([seen, hashes[keep]]), kind="stable")
+            to_validation = (hashes & np.uint64(0xFFFFFFFF)) < threshold
+            entry = {"duplicates": int(len(keep) - keep.sum())}
+            duplicates += entry["duplicates"]
+            for split, mask in zip(SPLITS, (keep & ~to_validation, keep & to_validation)):
+                part = table.select(OUTPUT_COLUMNS).take(np.flatnonzero(mask))
+                write_parquet(part, tmp / split / f"{contig}.parquet", {"contig": contig, "k": k})
+                entry[split] = split_stats(part, k)
+                for key, value in entry[split].items():
+                    totals[split][key] += value
+            contigs[contig] = entry
+            del table
+        manifest = {
+            "k": k,
+            "parameters": {
+                "validation_fraction": validation_fraction,
+                "k": k,
+                "split": "validation iff blake2b64(sequence) mod 2**32 < validation_fraction * 2**32",
+                "chunking": chunking,
+            },
+            "input": input_provenance(contigs_summary),
+            "splits": totals,
+            "duplicates_removed": duplicates,
+            "contigs": contigs,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def input_provenance(contigs_summary: str | os.PathLike | None) -> dict | None:
+    """The genome FASTA's path, sha256 and size from a `genome contigs` summary.json."""
+    if contigs_summary is None:
+        return None
+    try:
+        summary = json.loads(Path(contigs_summary).read_text())
+        return {"path": summary["input"], "sha256": summary["sha256"], "size": summary.get("size")}
+    except (OSError, ValueError, KeyError) as err:
+        raise CmgemsError(f"cannot read the contigs summary {contigs_summary}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def _my_slices(paths: list[str | os.PathLike], rank: int, world_size: int):
+    """(ParquetFile, row group, first row, end row) covering rank's share of the concatenated rows.
+
+    Rank r of W takes the contiguous global rows [N*r // W, N*(r+1) // W) of all files in order,
+    so shares differ by at most one row and each rank reads only the row groups it needs.
+    """
+    if not 0 <= rank < world_size:
+        raise CmgemsError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+    files = [pq.ParquetFile(path) for path in paths]
+    groups = [(pf, g, pf.metadata.row_group(g).num_rows) for pf in files for g in range(pf.num_row_groups)]
+    total = sum(n for _, _, n in groups)
+    lo, hi = total * rank // world_size, total * (rank + 1) // world_size
+    first = 0
+    for pf, g, n in groups:
+        a, b = max(lo - first, 0), min(hi - first, n)
+        if a < b:
+            yield pf, g, a, b
+        first += n
+
+
+def iter_sequences(paths: list[str | os.PathLike], rank: int = 0, world_size: int = 1) -> Iterator[bytes]:
+    """Stream the `sequence` column of corpus shards as bytes, in file then row order.
+
+    Rank `rank` of `world_size` gets a contiguous, disjoint share of the rows, the shares differing
+    by at most one row (see `_my_slices`); the same arguments give the same sequence.
+    """
+    for pf, group, a, b in _my_slices(paths, rank, world_size):
+        column = pf.read_row_group(group, columns=["sequence"]).column(0)
+        yield from column.slice(a, b - a).to_pylist()
+
+
+def count_rows(paths: list[str | os.PathLike], rank: int = 0, world_size: int = 1) -> int:
+    """Number of sequences `iter_sequences(paths, rank, world_size)` yields (from Parquet metadata)."""
+    return sum(b - a for _, _, a, b in _my_slices(paths, rank, world_size))
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ch = sub.add_parser("chunk", help="cut one cleaned contig into pretraining chunks")
+    ch.add_argument("--contig-parquet", required=True, help="contigs/{contig}.parquet")
+    ch.add_argument("--out", required=True, help="chunk Parquet file")
+    ch.add_argument("--k", type=int, default=6)
+    ch.add_argument("--max-tokens", type=int, default=510, help="k-mers in a full-length chunk")
+    ch.add_argument("--min-tokens", type=int, default=5, help="k-mers in the shortest chunk")
+    ch.add_argument("--full-length-prob", type=float, default=0.5)
+    ch.add_argument("--seed", type=int, default=12345)
+    ch.set_defaults(
+        func=lambda a: chunk_contig(
+            a.contig_parquet, a.out, a.k, a.max_tokens, a.min_tokens, a.full_length_prob, a.seed
+        )
+    )
+    fin = sub.add_parser("finalize", help="deduplicate chunks and split them into train / validation")
+    fin.add_argument("--chunks", nargs="+", required=True, help="chunk files, in contig order")
+    fin.add_argument("--out-dir", required=True)
+    fin.add_argument("--validation-fraction", type=float, default=0.1)
+    fin.add_argument("--k", type=int, default=6)
+    fin.add_argument("--contigs-summary", default=None, help="genome contigs summary.json (input sha256)")
+    fin.set_defaults(
+        func=lambda a: finalize(a.chunks, a.out_dir, a.validation_fraction, a.k, a.contigs_summary)
+    )

@@ -1,0 +1,321 @@
+"""Reference genome: download with resume and md5 check; clean FASTA contigs into N-free Parquet segments.
+
+`write_contigs` streams a FASTA (plain, gzip or BGZF) one record at a time, so memory is bounded by
+the longest selected contig (about 5 bytes per base). Each selected contig is upper-cased (soft
+masking dropped); every IUPAC code other than A/C/G/T counts as N, and the contig is split at N runs
+into maximal N-free segments, or, with splice_n=True, N is deleted and the rest spliced into one row
+(GeneMask's corpus). Output: `{contig}.parquet` per contig and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from cmgems.atomic import atomic_output, write_json
+from cmgems.errors import CmgemsError
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
+
+# Default selection: chr1-22, chrX, chrY (with or without the "chr" prefix, e.g. GRCh37's "20").
+PRIMARY_CONTIG = re.compile(r"(chr)?([1-9]|1[0-9]|2[0-2]|X|Y)")
+
+IUPAC = "ACGTUNRYKMSWBDHV"
+# bytes.translate table (a 256-entry lookup, run in C): A/C/G/T either case -> upper case, every
+# other IUPAC code -> N, anything else -> NUL (invalid).
+CLEAN = bytearray(256)
+for _c in IUPAC:
+    CLEAN[ord(_c)] = CLEAN[ord(_c.lower())] = ord(_c) if _c in "ACGT" else ord("N")
+CLEAN = bytes(CLEAN)
+ACGT_RUN = re.compile(rb"[ACGT]+")
+
+SEGMENT_SCHEMA = pa.schema(
+    [("contig", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("sequence", pa.binary())]
+)
+
+
+# ---------------------------------------------------------------------------------------- download
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of `url` to `part` (Range request from its size; restart if not honoured).
+
+    Raises OSError (incl. urllib errors and http.client.IncompleteRead) on a broken transfer.
+    """
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing left to fetch: the part file is already whole
+            return
+        raise
+    with response:
+        resumed = have and getattr(response, "status", None) == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            part.unlink()
+            raise ConnectionError(f"server answered a resume from byte {have} with the wrong range")
+        if not resumed:
+            have = 0
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+        got = 0
+        with (
+            open(part, "ab" if resumed else "wb") as fh,
+            tqdm(
+                total=None if expected is None else have + expected,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=Path(part).name.removesuffix(".part"),
+                file=sys.stderr,
+                disable=None,
+            ) as bar,
+        ):
+            while block := response.read(CHUNK_BYTES):
+                fh.write(block)
+                got += len(block)
+                bar.update(len(block))
+    if expected is not None and got < expected:
+        raise ConnectionError(f"connection closed after {got} of {expected} bytes")
+
+
+def download(
+    url: str,
+    md5: str,
+    out: str | os.PathLike,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> Path:
+    """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
+
+    Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
+    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it.
+    http(s):// and file:// URLs (file:// is copied whole, without retries).
+    """
+    out = Path(out)
+    md5 = md5.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    if url.startswith("file:"):
+        retries = 0  # a local file does not get better by waiting
+    for attempt in range(retries + 1):
+        try:
+            _fetch(url, part, timeout)
+            break
+        except urllib.error.HTTPError as err:
+            if err.code not in RETRYABLE_HTTP or attempt == retries:
+                raise CmgemsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
+            reason = f"HTTP {err.code}"
+        except (OSError, ValueError) as err:  # URLError, IncompleteRead, timeouts, resets
+            if attempt == retries:
+                raise CmgemsError(f"download of {url} failed after {retries + 1} attempts: {err}") from err
+            reason = str(err)
+        wait = backoff * 2**attempt
+        log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
+        time.sleep(wait)
+    actual = file_md5(part)
+    if actual != md5:
+        part.unlink(missing_ok=True)
+        raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}")
+    os.replace(part, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- contigs
+
+
+def is_selected(name: str, wanted: set[str]) -> bool:
+    """Whether contig `name` is in `wanted`, or, when `wanted` is empty, a primary chromosome."""
+    return name in wanted if wanted else PRIMARY_CONTIG.fullmatch(name) is not None
+
+
+def select_contigs(names: list[str], wanted: set[str], fasta: str | os.PathLike) -> list[str]:
+    """The selected contig names in file order; CmgemsError if a wanted one (or every primary) is missing."""
+    missing = sorted(wanted - set(names))
+    if missing:
+        raise CmgemsError(f"contig(s) {', '.join(missing)} not found in {fasta}")
+    chosen = [n for n in names if is_selected(n, wanted)]
+    if not chosen:
+        raise CmgemsError(f"no primary contig (chr1-22, chrX, chrY) in {fasta}; name the contigs to use")
+    return chosen
+
+
+def clean_sequence(name: str, seq: bytes) -> bytes:
+    """`seq` upper-cased with every non-ACGT IUPAC code as N; same length.
+
+    Raises CmgemsError naming the contig and 1-based position of the first non-IUPAC character.
+    """
+    cleaned = seq.translate(CLEAN)
+    pos = cleaned.find(0)
+    if pos >= 0:
+        raise CmgemsError(
+            f"contig {name}: character {chr(seq[pos])!r} at position {pos + 1} is not an IUPAC nucleotide code"
+        )
+    return cleaned
+
+
+def segment_bounds(cleaned: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and (exclusive) ends of the maximal N-free runs of a cleaned sequence; int64 arrays."""
+    spans = np.array([m.span() for m in ACGT_RUN.finditer(cleaned)], dtype=np.int64).reshape(-1, 2)
+    return spans[:, 0].copy(), spans[:, 1].copy()
+
+
+def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict]:
+    """The cleaned segments of one contig as a table (SEGMENT_SCHEMA) and its summary entry.
+
+    The kept bases of all segments, in order, are the cleaned contig without its N; with splice_n
+    they form one row (start 0, end = contig length).
+    """
+    cleaned = clean_sequence(name, seq)
+    kept = cleaned.replace(b"N", b"")
+    if splice_n:
+        starts, ends = np.zeros(1, dtype=np.int64), np.array([len(seq)], dtype=np.int64)
+        lengths = np.array([len(kept)])
+    else:
+        starts, ends = segment_bounds(cleaned)
+        lengths = ends - starts
+    del cleaned
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)  # contigs < 2 Gbp
+    sequences = pa.Array.from_buffers(
+        pa.binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(kept)]
+    )
+    table = pa.table(
+        {
+            "contig": pa.array([name] * len(starts), pa.string()),
+            "start": starts,
+            "end": ends,
+            "sequence": sequences,
+        },
+        schema=SEGMENT_SCHEMA,
+    )
+    summary = {
+        "length": len(seq),
+        "n_count": len(seq) - len(kept),
+        "segments": len(starts),
+        "bases_kept": len(kept),
+    }
+    return table, summary
+
+
+def write_segments(table: pa.Table, path: Path, name: str, splice_n: bool) -> None:
+    meta = {b"contig": name.encode(), b"splice_n": str(splice_n).lower().encode()}
+    pq.write_table(
+        table.replace_schema_metadata(meta),
+        path,
+        compression="zstd",
+        use_dictionary=["contig"],
+        write_statistics=["contig", "start", "end"],
+    )
+
+
+def read_fasta(fasta: str | os.PathLike):
+    """Yield (name, sequence bytes) per record of a plain, gzip or BGZF FASTA; CmgemsError if corrupt."""
+    import pysam
+
+    path = Path(fasta)
+    if not path.is_file():
+        raise CmgemsError(f"FASTA not found: {fasta}")
+    try:
+        with pysam.FastxFile(str(path)) as reader:
+            for record in reader:
+                name, seq = record.name, (record.sequence or "").encode("ascii", "replace")
+                del record  # free the str copy before the caller works on the bytes
+                yield name, seq
+    except (OSError, ValueError) as err:
+        raise CmgemsError(f"cannot read FASTA {fasta} (truncated or corrupt?): {err}") from err
+
+
+def write_contigs(
+    fasta: str | os.PathLike,
+    contigs: list[str] | None,
+    out_dir: str | os.PathLike,
+    splice_n: bool = False,
+) -> dict:
+    """Write `out_dir/{contig}.parquet` (cleaned segments) for the selected contigs and summary.json.
+
+    Every record name is checked (no duplicates) but only selected contigs are cleaned. With an
+    explicit `contigs` list, all of them must exist. The whole directory appears atomically.
+    Returns the summary dict.
+    """
+    wanted = set(contigs or ())
+    seen: set[str] = set()
+    order: list[str] = []
+    per_contig: dict[str, dict] = {}
+    with atomic_output(out_dir, directory=True) as tmp:
+        for name, seq in read_fasta(fasta):
+            if name in seen:
+                raise CmgemsError(f"duplicate contig name {name} in {fasta}")
+            seen.add(name)
+            order.append(name)
+            if is_selected(name, wanted):
+                log.info("cleaning %s (%d bp)", name, len(seq))
+                table, per_contig[name] = segment_table(name, seq, splice_n)
+                del seq
+                write_segments(table, tmp / f"{name}.parquet", name, splice_n)
+        if not order:
+            raise CmgemsError(f"no FASTA records in {fasta}")
+        selected = select_contigs(order, wanted, fasta)
+        summary = {
+            "input": str(fasta),
+            "sha256": file_sha256(fasta),
+            "size": Path(fasta).stat().st_size,
+            "splice_n": splice_n,
+            "contigs": {name: per_contig[name] for name in selected},
+        }
+        write_json(tmp / "summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = sub.add_parser("download", help="download a file, resuming, and check its md5")
+    dl.add_argument("--url", required=True)
+    dl.add_argument("--md5", required=True, help="expected md5 (hex)")
+    dl.add_argument("--out", required=True, help="output file")
+    dl.add_argument("--retries", type=int, default=5)
+    dl.set_defaults(func=lambda a: download(a.url, a.md5, a.out, a.retries))
+    ct = sub.add_parser("contigs", help="clean FASTA contigs into N-free Parquet segments")
+    ct.add_argument("--fasta", required=True, help="FASTA (plain, gzip or BGZF)")
+    ct.add_argument("--out-dir", required=True)
+    ct.add_argument("--contigs", nargs="+", default=None, help="default: chr1-22, chrX, chrY")
+    ct.add_argument("--splice-n", action="store_true", help="delete N and splice (one row per contig)")
+    ct.set_defaults(func=lambda a: write_contigs(a.fasta, a.contigs, a.out_dir, a.splice_n))

@@ -1,0 +1,502 @@
+"""Masking strategies for masked-language-model pretraining: BERT, DNABERT spans, GeneMask, Global-PMI,
+and the CM-GEMS / CM-STEP curricula.
+
+Every strategy works on a batch of token ids (B, L) laid out as [CLS] k-mers [SEP] [PAD]...; only
+*maskable* positions (id >= kmers.NUM_SPECIAL) are ever chosen. Choosing is fully vectorized in torch
+(CPU or CUDA) and all randomness comes from the caller's `torch.Generator`, so the same seed gives
+the same masks. The chosen positions are then corrupted BERT-style by `bert_corrupt`.
+
+Usage (the pretraining loop):
+
+    masker = build("cm_gems", k=6, vocab_size=4101, token_ranks=ranks, max_steps=10_000, options={})
+    inputs, labels = masker(input_ids, step=step, generator=g)
+    masker.observe_validation(step, perplexity)
+
+A new static strategy is one small class: subclass `CentreStrategy` (centres ~ Bernoulli, then a
+deterministic `expand`) or `Strategy`, and decorate it with `@register("name")`. A new curriculum
+subclasses `Masker` and picks a strategy per batch in `strategy_for`.
+
+PMI ranks: `token_ranks[id]` is the PMI rank of token `id` (1 = highest PMI); specials and unranked
+k-mers rank last. Ties between equal ranks always go to the lower position.
+
+`reproduce_reference_bugs` (genemask, global_pmi, cm_gems, cm_step) reproduces the authors' released
+code instead of the method as described: (a) the rank is looked up for the position *index* as if it
+were a token id (`ranks[position]` instead of `ranks[token]`), so the choice depends only on where a
+centre falls, not on the sequence; positions 1-4 decode to special tokens and get the worst rank (the
+CM-GEMS code maps rank 0 and unknown k-mers to the last rank); (b) genemask keeps the first half of the
+spans by centre position instead of the best half by rank (it slices before it sorts).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from cmgems import kmers
+from cmgems.errors import CmgemsError
+
+IGNORE_INDEX = -100  # label of positions that carry no loss
+MASK_FRACTION, RANDOM_FRACTION = 0.8, 0.1  # BERT's 80% [MASK], 10% random id, 10% unchanged
+# DNABERT's span around a centre c, as offsets (lo, hi): c+lo .. c+hi, per k.
+SPAN_OFFSETS = {3: (-1, 1), 4: (-1, 2), 5: (-2, 2), 6: (-2, 3)}
+PMI_HALF_WIDTH = 5  # GeneMask / Global-PMI mask the 11-span best-5 .. best+5
+MIN_SEGMENTS_TO_SELECT = 5  # GeneMask keeps the best half only when ceil(#centres / 2) >= this
+
+STRATEGIES: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator: register a `Strategy` or `Masker` subclass under `name`."""
+
+    def decorate(cls):
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return decorate
+
+
+def names() -> list[str]:
+    return list(STRATEGIES)
+
+
+def strategy_class(name: str) -> type:
+    if name not in STRATEGIES:
+        raise CmgemsError(f"unknown masking strategy {name!r}; known: {names()}")
+    return STRATEGIES[name]
+
+
+def needs_ranks(name: str) -> bool:
+    """True when strategy `name` uses PMI ranks."""
+    return strategy_class(name).USES_RANKS
+
+
+# ----------------------------------------------------------------------------------------------
+# Vectorized building blocks: shapes (B, L), bool masks, no loop over rows, centres or positions.
+# On CPU they avoid ops that go multi-threaded on a 64 x 512 batch (padded copies, row reductions,
+# advanced-indexing gathers): on a busy 2-core machine those stall for milliseconds.
+
+
+def maskable_positions(input_ids: torch.Tensor) -> torch.Tensor:
+    """Bool (B, L): positions holding a k-mer (never [CLS], [SEP], [PAD], [UNK], [MASK])."""
+    return input_ids >= kmers.NUM_SPECIAL
+
+
+def draw_centres(maskable: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Bool (B, L): each maskable position independently with `probability`."""
+    u = torch.rand(maskable.shape, generator=generator, device=maskable.device)
+    return (u < probability) & maskable
+
+
+def sliding(values: torch.Tensor, lo: int, hi: int, op) -> torch.Tensor:
+    """(B, L): op-reduction of values[:, p+lo .. p+hi] (clipped to 0..L-1) for each p, lo <= 0 <= hi;
+    op is a binary torch function taking out= (torch.minimum, torch.logical_or). One in-place op per
+    offset on shifted views: no padded copies (their fills run multi-threaded and stall on a busy CPU)."""
+    length = values.shape[1]
+    out = values.clone()
+    for d in range(max(lo, 1 - length), min(hi, length - 1) + 1):  # a loop over offsets only
+        if d > 0:
+            op(out[:, : length - d], values[:, d:], out=out[:, : length - d])
+        elif d < 0:
+            op(out[:, -d:], values[:, : length + d], out=out[:, -d:])
+    return out
+
+
+def dilate(marks: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Bool (B, L): positions c+lo .. c+hi of every marked c (clipped to 0..L-1)."""
+    return sliding(marks, -hi, -lo, torch.logical_or)
+
+
+def window_min(values: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """(B, L): min of values[:, c+lo .. c+hi] (clipped to 0..L-1) for each c."""
+    return sliding(values, lo, hi, torch.minimum)
+
+
+def row_counts(marks: torch.Tensor) -> torch.Tensor:
+    """int64 (B,): marked entries per row (a cumsum: row reductions stall on a busy 2-core CPU)."""
+    return marks.cumsum(dim=1, dtype=torch.int64)[:, -1]
+
+
+def rank_within_rows(rows: torch.Tensor, keys: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """int64 (N,): the 0-based rank of entry i among the entries of its row rows[i] by keys[i] (int,
+    in [0, 2**31)); ties go to the earlier entry."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    order = torch.argsort(rows * 2**31 + keys, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=rows.device)
+    return rank - (torch.cumsum(counts, 0) - counts)[rows]
+
+
+def smallest_k(keys: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Bool (B, L): in each row b, the `counts[b]` entries of `keys` with the smallest values (and any
+    entry tied with the last of them). Entries to exclude hold keys above every candidate's; counts
+    must not exceed the number of candidates."""
+    kmax = int(counts.max()) if counts.numel() else 0
+    if kmax == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    smallest = keys.topk(kmax, dim=1, largest=False, sorted=True).values
+    threshold = smallest.gather(1, (counts - 1).clamp(min=0).unsqueeze(1))
+    return (keys <= threshold) & (counts > 0).unsqueeze(1)
+
+
+def bert_corrupt(
+    input_ids: torch.Tensor, chosen: torch.Tensor, vocab_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption of the `chosen` positions (bool (B, L)): 80% [MASK], 10% a random k-mer id
+    (uniform over NUM_SPECIAL..vocab_size-1, never a special token), 10% unchanged.
+
+    Returns (inputs, labels), both int64 (B, L): labels hold the original id at chosen positions and
+    IGNORE_INDEX (-100) elsewhere. `input_ids` is not modified. One integer draw per position, uniform
+    over 10 x (number of k-mers), decides both the branch (first 8 tenths, next tenth, last tenth) and
+    the random id (its offset within the random tenth).
+    """
+    n_kmers = vocab_size - kmers.NUM_SPECIAL
+    mask_below = round(10 * MASK_FRACTION) * n_kmers  # draws in [0, mask_below) -> [MASK]
+    random_below = mask_below + round(10 * RANDOM_FRACTION) * n_kmers  # [mask_below, random_below) -> random id
+    draw = torch.randint(0, 10 * n_kmers, input_ids.shape, generator=generator, device=input_ids.device)
+    draw.masked_fill_(~chosen, random_below)  # not chosen: the "unchanged" branch
+    to_random = (draw >= mask_below) & (draw < random_below)
+    inputs = torch.where(to_random, draw - (mask_below - kmers.NUM_SPECIAL), input_ids)
+    inputs.masked_fill_(draw < mask_below, kmers.MASK_ID)
+    labels = input_ids.masked_fill(~chosen, IGNORE_INDEX)
+    return inputs, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# PMI ranks as sort keys.
+
+
+class RankTable:
+    """PMI ranks turned into per-position sort keys: key = rank * L + position, so the smallest key is
+    the best rank and ties go to the lower position. Non-maskable positions get keys above every
+    maskable one. Device copies are cached."""
+
+    def __init__(self, token_ranks, vocab_size: int):
+        ranks = torch.as_tensor(np.asarray(token_ranks), dtype=torch.int64).flatten()
+        if ranks.numel() != vocab_size:
+            raise CmgemsError(f"token_ranks has {ranks.numel()} entries, expected vocab_size = {vocab_size}")
+        if ranks.min() < 0 or ranks.max() >= 2**20:
+            raise CmgemsError(f"token_ranks must lie in [0, 2**20), got {int(ranks.min())}..{int(ranks.max())}")
+        ranks = ranks.to(torch.int32)  # keys rank * L + position fit int32 for L < 2048
+        self.token_ranks = ranks
+        self.worst = int(ranks.max())
+        self._on_device: dict[torch.device, torch.Tensor] = {}
+
+    def ranks_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._on_device:
+            self._on_device[device] = self.token_ranks.to(device)
+        return self._on_device[device]
+
+    def position_ranks(self, length: int, device: torch.device) -> torch.Tensor:
+        """(L,) the released code's rank of position p: ranks[p] read as a token id; positions that
+        decode to a special token (or past the vocabulary) rank worst."""
+        out = torch.full((length,), self.worst, dtype=torch.int32, device=device)
+        n = min(length, self.token_ranks.numel())
+        out[:n] = self.ranks_on(device)[:n]
+        out[: kmers.NUM_SPECIAL] = self.worst
+        return out
+
+    def keys(self, input_ids: torch.Tensor, maskable: torch.Tensor, by_position: bool = False) -> torch.Tensor:
+        """int32 (B, L) sort keys; `by_position` ranks positions, not tokens (reproduce_reference_bugs)."""
+        length = input_ids.shape[1]
+        if self.excluded_key(length) >= 2**31:
+            raise CmgemsError(f"sequences of {length} tokens are too long for PMI sort keys")
+        if by_position:
+            ranks = self.position_ranks(length, input_ids.device).expand_as(input_ids)
+        else:
+            ranks = self.ranks_on(input_ids.device).index_select(0, input_ids.reshape(-1)).view_as(input_ids)
+        positions = torch.arange(length, dtype=torch.int32, device=input_ids.device)
+        return torch.where(maskable, ranks * length + positions, self.excluded_key(length))
+
+    def excluded_key(self, length: int) -> int:
+        """A key above every maskable position's key."""
+        return (self.worst + 2) * length
+
+
+# ----------------------------------------------------------------------------------------------
+# Static strategies.
+
+
+class Strategy:
+    """A static strategy: which positions of a batch to corrupt. Subclasses set DEFAULTS (their
+    options and default values) and implement `choose`."""
+
+    name: ClassVar[str] = ""
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    USES_RANKS: ClassVar[bool] = False
+
+    def __init__(self, k: int, vocab_size: int, ranks: RankTable | None = None, options: dict | None = None):
+        self.k = kmers.check_k(k)
+        self.vocab_size = vocab_size
+        self.options = resolve_options(self.name, self.DEFAULTS, options)
+        if self.USES_RANKS and ranks is None:
+            raise CmgemsError(f"masking strategy {self.name!r} needs PMI ranks (token_ranks)")
+        self.ranks = ranks
+
+    def choose(self, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Bool (B, L): the positions to corrupt (maskable positions only)."""
+        raise NotImplementedError
+
+
+class CentreStrategy(Strategy):
+    """Draw centres ~ Bernoulli(p) over maskable positions, then `expand` them deterministically."""
+
+    PROBABILITY: ClassVar[str] = "centre_probability"  # the option holding p
+
+    def choose(self, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        maskable = maskable_positions(input_ids)
+        centres = draw_centres(maskable, self.options[self.PROBABILITY], generator)
+        return self.expand(input_ids, centres)
+
+    def expand(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Bool (B, L): the positions to corrupt given the centres (bool (B, L), maskable only)."""
+        raise NotImplementedError
+
+
+@register("random")
+class RandomTokens(CentreStrategy):
+    """BERT: every maskable token independently with mlm_probability."""
+
+    PROBABILITY = "mlm_probability"
+    DEFAULTS = {"mlm_probability": 0.15}
+
+    def expand(self, input_ids, centres):
+        return centres
+
+
+@register("dnabert")
+class DnabertSpans(CentreStrategy):
+    """DNABERT: each centre masks its k-dependent span (c-2..c+3 for k=6), clipped to maskable positions."""
+
+    DEFAULTS = {"centre_probability": 0.025}
+
+    def expand(self, input_ids, centres):
+        return dilate(centres, *SPAN_OFFSETS[self.k]) & maskable_positions(input_ids)
+
+
+class PmiStrategy(CentreStrategy):
+    """A centre strategy that ranks positions by PMI."""
+
+    USES_RANKS = True
+
+    def keys(self, input_ids: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
+        return self.ranks.keys(input_ids, maskable, by_position=self.options["reproduce_reference_bugs"])
+
+
+@register("genemask")
+class GeneMask(PmiStrategy):
+    """GeneMask: each centre masks its DNABERT span; the best-PMI position of each span is found;
+    when ceil(#centres / 2) >= 5 only the best half of the spans (by that rank) is kept, else all;
+    each kept span also masks best-5 .. best+5."""
+
+    DEFAULTS = {"centre_probability": 0.0176, "reproduce_reference_bugs": False}
+
+    def kept_best_positions(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Bool (B, L): the best-PMI position of every kept span. Works on the list of centres."""
+        maskable = maskable_positions(input_ids)
+        length = input_ids.shape[1]
+        best_key = window_min(self.keys(input_ids, maskable), *SPAN_OFFSETS[self.k])
+        rows, cols = centres.nonzero(as_tuple=True)  # row-major: sorted by row, then position
+        centre_key = best_key[rows, cols]
+        n_centres = torch.bincount(rows, minlength=input_ids.shape[0])
+        half = (n_centres + 1) // 2
+        n_kept = torch.where(half >= MIN_SEGMENTS_TO_SELECT, half, n_centres)
+        # the best half by rank (ties by position); with the reference bugs the first half by position
+        order_key = torch.zeros_like(centre_key) if self.options["reproduce_reference_bugs"] else centre_key
+        kept = rank_within_rows(rows, order_key, input_ids.shape[0]) < n_kept[rows]
+        best = torch.zeros_like(centres)
+        best[rows[kept], (centre_key[kept] % length).long()] = True
+        return best
+
+    def expand(self, input_ids, centres):
+        spans = dilate(centres, *SPAN_OFFSETS[self.k])
+        spans |= dilate(self.kept_best_positions(input_ids, centres), -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
+        return spans & maskable_positions(input_ids)
+
+
+@register("global_pmi")
+class GlobalPmi(PmiStrategy):
+    """Global-PMI: n = number of Bernoulli(p) centres per sequence; the centres are discarded and the
+    11-spans around the n best-ranked positions of the sequence are masked."""
+
+    DEFAULTS = {"centre_probability": 0.0176, "reproduce_reference_bugs": False}
+
+    def best_positions(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Bool (B, L): the best-ranked maskable positions, as many per row as the row has centres."""
+        return smallest_k(self.keys(input_ids, maskable_positions(input_ids)), row_counts(centres))
+
+    def expand(self, input_ids, centres):
+        spans = dilate(self.best_positions(input_ids, centres), -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
+        return spans & maskable_positions(input_ids)
+
+
+def resolve_options(name: str, defaults: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults overridden by `options`; unknown keys and bad values raise CmgemsError."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise CmgemsError(f"masking {name!r}: unknown option {unknown[0]!r}; known: {sorted(defaults)}")
+    resolved = {**defaults, **options}
+    for key, value in resolved.items():
+        if isinstance(defaults[key], bool):
+            if not isinstance(value, bool):
+                raise CmgemsError(f"masking {name!r}: option {key!r} must be true or false, got {value!r}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise CmgemsError(f"masking {name!r}: option {key!r} must be a number, got {value!r}")
+        elif key.endswith("probability") and not 0.0 <= value <= 1.0:
+            raise CmgemsError(f"masking {name!r}: option {key!r} must be in [0, 1], got {value!r}")
+        elif value < 0:
+            raise CmgemsError(f"masking {name!r}: option {key!r} must be >= 0, got {value!r}")
+    return resolved
+
+
+# ----------------------------------------------------------------------------------------------
+# Maskers: what the training loop holds.
+
+
+class Masker:
+    """Masks batches with the strategy in use at each step. Curricula subclass it, are built as
+    cls(k, vocab_size, ranks, options, max_steps), override `strategy_for` and may react to validation
+    perplexities. `phase` names the strategy used (or in use), `switch_step` the step at which a
+    curriculum switched (None if it has not or is not a curriculum)."""
+
+    name: ClassVar[str] = ""
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    USES_RANKS: ClassVar[bool] = False
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.phase = ""
+        self.switch_step: int | None = None
+
+    def strategy_for(self, step: int, generator: torch.Generator) -> Strategy:
+        raise NotImplementedError
+
+    def choose(self, input_ids: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
+        """Bool (B, L): the positions the strategy for `step` corrupts; sets `phase`."""
+        strategy = self.strategy_for(step, generator)
+        self.phase = strategy.name
+        return strategy.choose(input_ids, generator)
+
+    def __call__(self, input_ids: torch.Tensor, *, step: int, generator: torch.Generator):
+        """(inputs, labels), int64 (B, L) each, for a batch of token ids (B, L)."""
+        return bert_corrupt(input_ids, self.choose(input_ids, step, generator), self.vocab_size, generator)
+
+    def observe_validation(self, step: int, perplexity: float) -> None:
+        """Called after each validation; static strategies ignore it."""
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "phase": self.phase, "switch_step": self.switch_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise CmgemsError(f"masking state is for {state.get('name')!r}, not {self.name!r}")
+        self.phase = state["phase"]
+        self.switch_step = state["switch_step"]
+
+
+class StaticMasker(Masker):
+    """The same strategy at every step."""
+
+    def __init__(self, strategy: Strategy):
+        super().__init__(strategy.vocab_size)
+        self.strategy = strategy
+        self.name = self.phase = strategy.name
+
+    def strategy_for(self, step, generator):
+        return self.strategy
+
+
+@register("cm_gems")
+class CmGems(Masker):
+    """CM-GEMS: GeneMask masking until the smallest absolute difference between consecutive validation
+    perplexities seen so far falls below `threshold`, then Global-PMI for good."""
+
+    USES_RANKS = True
+    DEFAULTS = {
+        "threshold": 1.0,
+        "genemask_probability": 0.0176,
+        "global_probability": 0.0176,
+        "reproduce_reference_bugs": False,
+    }
+
+    def __init__(self, k, vocab_size, ranks, options, max_steps):
+        super().__init__(vocab_size)
+        o = resolve_options(self.name, self.DEFAULTS, options)
+        bugs = o["reproduce_reference_bugs"]
+        self.threshold = o["threshold"]
+        easy = dict(centre_probability=o["genemask_probability"], reproduce_reference_bugs=bugs)
+        hard = dict(centre_probability=o["global_probability"], reproduce_reference_bugs=bugs)
+        self.easy, self.hard = GeneMask(k, vocab_size, ranks, easy), GlobalPmi(k, vocab_size, ranks, hard)
+        self.phase = self.easy.name
+        self.perplexities: list[float] = []
+
+    def strategy_for(self, step, generator):
+        return self.hard if self.switch_step is not None else self.easy
+
+    def observe_validation(self, step: int, perplexity: float) -> None:
+        self.perplexities.append(float(perplexity))
+        if self.switch_step is None and len(self.perplexities) >= 2:
+            if float(np.abs(np.diff(self.perplexities)).min()) < self.threshold:
+                self.switch_step, self.phase = int(step), self.hard.name
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "perplexities": list(self.perplexities)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.perplexities = [float(p) for p in state["perplexities"]]
+
+
+@register("cm_step")
+class CmStep(Masker):
+    """CM-STEP: at step t, Global-PMI with probability t / max_steps (rising linearly from 0 to 1),
+    otherwise DNABERT span masking; decided once per batch from the generator."""
+
+    USES_RANKS = True
+    DEFAULTS = {"global_probability": 0.0136, "dnabert_probability": 0.025, "reproduce_reference_bugs": False}
+
+    def __init__(self, k, vocab_size, ranks, options, max_steps):
+        super().__init__(vocab_size)
+        if max_steps <= 0:
+            raise CmgemsError(f"masking {self.name!r} needs max_steps > 0, got {max_steps}")
+        o = resolve_options(self.name, self.DEFAULTS, options)
+        self.max_steps = max_steps
+        self.easy = DnabertSpans(k, vocab_size, options=dict(centre_probability=o["dnabert_probability"]))
+        self.hard = GlobalPmi(
+            k, vocab_size, ranks,
+            dict(centre_probability=o["global_probability"], reproduce_reference_bugs=o["reproduce_reference_bugs"]),
+        )
+        self.phase = self.easy.name
+
+    def hard_probability(self, step: int) -> float:
+        return min(max(step / self.max_steps, 0.0), 1.0)
+
+    def strategy_for(self, step, generator):
+        u = float(torch.rand((), generator=generator, device=generator.device))
+        return self.hard if u < self.hard_probability(step) else self.easy
+
+
+def build(
+    name: str,
+    k: int = 6,
+    vocab_size: int | None = None,
+    token_ranks=None,
+    max_steps: int = 10_000,
+    options: dict | None = None,
+) -> Masker:
+    """The Masker for strategy or curriculum `name`; `token_ranks` (vocab_size,) is required when
+    `needs_ranks(name)`; `options` are the strategy's optional parameters (unknown keys raise)."""
+    cls = strategy_class(name)
+    vocab_size = vocab_size or kmers.vocab_size(kmers.check_k(k))
+    if vocab_size != kmers.vocab_size(kmers.check_k(k)):
+        raise CmgemsError(f"masking: vocab_size {vocab_size} does not match k={k} ({kmers.vocab_size(k)})")
+    if cls.USES_RANKS and token_ranks is None:
+        raise CmgemsError(f"masking strategy {name!r} needs PMI ranks (token_ranks)")
+    ranks = RankTable(token_ranks, vocab_size) if cls.USES_RANKS else None
+    if issubclass(cls, Strategy):
+        return StaticMasker(cls(k, vocab_size, ranks, options))
+    return cls(k, vocab_size, ranks, options, max_steps)
