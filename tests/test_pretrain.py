@@ -137,3 +137,16 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(corpus, finished_run, t
     got_rows = (out / "metrics.csv").read_text().splitlines()
     strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # tokens_per_s is a timing
     assert strip(got_rows) == strip(ref_rows)
+
+
+def test_torchrun_ddp_on_cpu(corpus, tmp_path):
+    """Two gloo processes: each takes its share of every batch; rank 0 writes the outputs."""
+    out = tmp_path / "ddp"
+    cmd = pretrain_cmd(corpus, out, steps=6, **{"save-every": 3})
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cmgems.cli"]
+    result = run(torchrun + cmd[cmd.index("pretrain"):])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sequences_per_step"] == 8 * 2 * 2
+    assert np.isfinite(summary["final_val_ppl"])
+    assert result.stderr.count("processes), ") == 1  # logged once, by rank 0

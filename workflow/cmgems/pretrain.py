@@ -347,9 +347,10 @@ def train(s: Settings) -> dict:
             })
 
     per_step = s.batch_size * s.grad_accum * dist.world_size
-    log.info("%s/%s: %d steps x %d sequences (%d per device x %d accumulation x %d processes), %d parameters",
-             s.model, s.masking, s.max_steps, per_step, s.batch_size, s.grad_accum, dist.world_size,
-             sum(p.numel() for p in model.parameters()))
+    if dist.main:
+        log.info("%s/%s: %d steps x %d sequences (%d per device x %d accumulation x %d processes), %d parameters",
+                 s.model, s.masking, s.max_steps, per_step, s.batch_size, s.grad_accum, dist.world_size,
+                 sum(p.numel() for p in model.parameters()))
     source = stream.iterate(consumed)
     objective.train()
     started, tokens_seen, train_seconds = time.perf_counter(), 0, 0.0
