@@ -419,7 +419,7 @@ def test_plot_masks_with_fake_maskers(tmp_path):
 
 def test_masks_figure_with_masking_module(tree, tmp_path):
     pytest.importorskip("cmgems.masking")
-    found = report.first_validation_ids(tree)
+    found = report.longest_validation_ids(tree)
     assert found[0] == "hg38" and found[1].shape == (1, 297)
     maskers = report.default_maskers(tree / "hg38" / "pmi" / "pmi.parquet")
     assert {"random", "genemask", "cm_gems"} <= set(maskers)

@@ -688,15 +688,17 @@ def plot_masks(ids, maskers: dict[str, Callable], stem: str | Path, step: int = 
     return save_figure(fig, stem)
 
 
-def first_validation_ids(results_root: str | Path, k: int = 6,
-                         max_positions: int = 512) -> tuple[str, np.ndarray] | None:
-    """(genome, ids (1, L)) of the first validation chunk of the first genome with a corpus, or None."""
+def longest_validation_ids(results_root: str | Path, k: int = 6,
+                           max_positions: int = 512) -> tuple[str, np.ndarray] | None:
+    """(genome, ids (1, L)) of the longest chunk (the first of them) in the first non-empty validation
+    shard of the first genome with a corpus, or None. The longest shows the most spans."""
     from cmgems import kmers
 
     for shard in sorted(Path(results_root).glob("*/corpus/validation/*.parquet")):
-        table = pd.read_parquet(shard, columns=["sequence"])
-        if len(table):
-            return shard.parts[-4], kmers.encode_batch([bytes(table["sequence"].iloc[0])], k, max_positions)
+        seqs = pd.read_parquet(shard, columns=["sequence"])["sequence"]
+        if len(seqs):
+            longest = bytes(seqs.iloc[int(seqs.str.len().to_numpy().argmax())])
+            return shard.parts[-4], kmers.encode_batch([longest], k, max_positions)
     return None
 
 
@@ -710,15 +712,12 @@ def default_maskers(pmi_path: Path | None, k: int = 6, max_steps: int = 10_000) 
 
 
 def write_masks_figure(results_root: str | Path, stem: str | Path) -> list[Path]:
-    """`plot_masks` on the first validation chunk with every available masking strategy."""
-    found = first_validation_ids(results_root)
+    """`plot_masks` on the longest validation chunk with every available masking strategy."""
+    found = longest_validation_ids(results_root)
     if found is None:
         return no_data_figure(stem, "Masks per strategy", "no validation corpus found")
     genome, ids = found
-    try:
-        maskers = default_maskers(Path(results_root) / genome / "pmi" / "pmi.parquet")
-    except ImportError as err:
-        return no_data_figure(stem, "Masks per strategy", f"masking module unavailable: {err}")
+    maskers = default_maskers(Path(results_root) / genome / "pmi" / "pmi.parquet")
     return plot_masks(ids, maskers, stem, step=5_000)
 
 

@@ -1,0 +1,153 @@
+"""cmgems.fewshot: seeded per-class draws, GeneMask's pooled runs (real files), aggregation of runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cmgems import cli
+from cmgems.errors import CmgemsError
+from cmgems.fewshot import aggregate, pooled_indices, sample_indices
+from cmgems.labelled import read_labelled, write_labelled
+
+
+@pytest.fixture
+def pool(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 20)) for _ in range(30)]
+    labels = np.array([0] * 12 + [1] * 10 + [2] * 8)
+    path = tmp_path / "pool.csv"
+    write_labelled(path, seqs, labels)
+    return path
+
+
+def test_sample_per_class_and_seeded(pool, tmp_path):
+    out = tmp_path / "s.csv"
+    assert (
+        cli.main(["fewshot", "sample", "--pool", str(pool), "--shots", "5", "--seed", "3", "--out", str(out)])
+        == 0
+    )
+    seqs, labels = read_labelled(out)
+    pool_seqs, pool_labels = read_labelled(pool)
+    assert np.bincount(labels).tolist() == [5, 5, 5]
+    assert all(pool_labels[pool_seqs.index(s)] == y for s, y in zip(seqs, labels))
+    assert (sample_indices(pool_labels, 5, 3) == sample_indices(pool_labels, 5, 3)).all()
+    assert (sample_indices(pool_labels, 5, 3) != sample_indices(pool_labels, 5, 4)).any()
+
+
+def test_sample_larger_than_pool_names_class(pool, tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    assert (
+        cli.main(["fewshot", "sample", "--pool", str(pool), "--shots", "9", "--seed", "1", "--out", str(out)])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "class 2 has 8 sequences" in err and str(pool) in err and "9 shots" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.csv"]
+    with pytest.raises(CmgemsError, match="--shots must be >= 1"):
+        sample_indices(np.array([0, 1]), 0, 1)
+
+
+def test_pooled_synthetic():
+    labels = np.array([1, 0, 0, 1, 1, 0, 0, 1])
+    assert pooled_indices(labels, 2, 0).tolist() == [0, 1, 2, 3]
+    assert pooled_indices(labels, 2, 1).tolist() == [4, 5, 6, 7]
+    with pytest.raises(CmgemsError, match="run 2 requested but it holds 2 run"):
+        pooled_indices(labels, 2, 2)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "relpath, shots, classes",
+    [
+        ("genemask/Splice-40/10/train_splice40_10.tsv", 10, 3),
+        ("genemask/Splice-40/50/train_splice40_50.tsv", 50, 3),
+        ("silencer/10/train.tsv", 10, 2),
+        ("silencer/50/train.tsv", 50, 2),
+    ],
+)
+def test_pooled_real_files(shared_data, relpath, shots, classes):
+    path = shared_data / "fewshot" / relpath
+    _, labels = read_labelled(path)
+    assert len(labels) == 10 * shots * classes
+    runs = [pooled_indices(labels, shots, r, path) for r in range(10)]
+    for index in runs:
+        assert np.bincount(labels[index], minlength=classes).tolist() == [shots] * classes
+    assert np.array_equal(np.sort(np.concatenate(runs)), np.arange(len(labels)))  # disjoint, cover the file
+    # The finding behind the per-class reading: contiguous blocks of shots x classes rows are unbalanced.
+    blocks = labels.reshape(10, shots * classes)
+    assert any(np.bincount(b, minlength=classes).tolist() != [shots] * classes for b in blocks)
+    with pytest.raises(CmgemsError, match="holds 10 run"):
+        pooled_indices(labels, shots, 10, path)
+
+
+@pytest.mark.realdata
+def test_pooled_cli_splice40(shared_data, tmp_path):
+    path = shared_data / "fewshot/genemask/Splice-40/10/train_splice40_10.tsv"
+    out = tmp_path / "run3.csv"
+    assert (
+        cli.main(["fewshot", "pooled", "--file", str(path), "--shots", "10", "--run", "3", "--out", str(out)])
+        == 0
+    )
+    seqs, labels = read_labelled(out)
+    all_seqs, all_labels = read_labelled(path)
+    expected = pooled_indices(all_labels, 10, 3)
+    assert seqs == [all_seqs[i] for i in expected] and np.bincount(labels).tolist() == [10, 10, 10]
+    assert set(map(len, seqs)) == {40}
+    # A file holding one set (Prom-core 10-shot = 20 rows) has run 0 only.
+    assert (
+        cli.main(
+            [
+                "fewshot",
+                "pooled",
+                "--file",
+                str(shared_data / "fewshot/genemask/Prom-core/10/train.tsv"),
+                "--shots",
+                "10",
+                "--run",
+                "1",
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 1
+    )
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_aggregate(tmp_path):
+    files = []
+    for i, (dataset, mcc) in enumerate(
+        [("Splice-40", 0.2), ("Splice-40", 0.4), ("Splice-40", 0.9), ("Prom-core", 0.5)]
+    ):
+        meta = {
+            "kind": "fewshot",
+            "dataset": dataset,
+            "shots": 10,
+            "model": "tiny",
+            "masking": "genemask",
+            "steps": 200,
+            "seed": i,
+        }
+        if dataset == "Splice-40" and i == 2:
+            meta["masking"] = "random"
+        path = tmp_path / f"m{i}.json"
+        path.write_text(
+            json.dumps({**meta, "metrics": {"mcc": mcc, "accuracy": mcc + 0.1, "f1_macro": mcc + 0.2}})
+        )
+        files.append(path)
+    table = aggregate(files)
+    assert list(table.columns[:6]) == ["dataset", "shots", "model", "masking", "steps", "n"]
+    row = table[(table.dataset == "Splice-40") & (table.masking == "genemask")].iloc[0]
+    assert (
+        row.n == 2
+        and row.mcc_mean == pytest.approx(0.3)
+        and row.mcc_sd == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    )
+    assert row.f1_macro_mean == pytest.approx(0.5)
+    single = table[table.dataset == "Prom-core"].iloc[0]
+    assert single.n == 1 and np.isnan(single.mcc_sd)
+    assert len(table) == 3
+    assert aggregate([]).empty

@@ -1,0 +1,305 @@
+"""cmgems.finetune (and cmgems.metrics): real-data end to end with a tiny random model, determinism,
+bad input leaving no output, metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cmgems import cli, kmers
+from cmgems.errors import CmgemsError
+from cmgems.finetune import Settings, finetune, make_tiny_model, read_k
+from cmgems.labelled import read_labelled, write_labelled
+from cmgems.metrics import classification_metrics, read_predictions
+
+RECORD_KEYS = {
+    "metrics",
+    "dev_metrics",
+    "best_epoch",
+    "best_step",
+    "n_train",
+    "n_dev",
+    "n_test",
+    "train_seconds",
+    "train_sequences_per_s",
+    "inference_sequences_per_s",
+    "settings",
+}
+METRICS = {"mcc", "accuracy", "f1_macro", "precision_macro", "recall_macro", "auc"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def subset(src, dst, n, seed=0):
+    """The first n rows of a random permutation of a labelled file, as a CSV."""
+    seqs, labels = read_labelled(src)
+    index = np.sort(np.random.default_rng(seed).permutation(len(seqs))[:n])
+    write_labelled(dst, [seqs[i] for i in index], labels[index])
+    return dst
+
+
+def check_outputs(out, n_test):
+    """metrics.json has its fields, and its metrics equal those recomputed from predictions.parquet."""
+    result = json.loads((out / "metrics.json").read_text())
+    assert RECORD_KEYS <= result.keys() and set(result["metrics"]) == METRICS
+    labels, preds, scores = read_predictions(out / "predictions.parquet")
+    assert len(labels) == result["n_test"] == n_test
+    assert np.array_equal(preds, scores.argmax(axis=1)) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert result["metrics"] == classification_metrics(labels, preds, scores)
+    return result, labels
+
+
+# --------------------------------------------------------------------------------------- metrics
+def test_metrics_hand_computed():
+    y_true, y_pred = [0, 0, 1, 1, 1], [0, 1, 1, 1, 0]
+    scores = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    m = classification_metrics(y_true, y_pred, scores)
+    # TP 2, TN 1, FP 1, FN 1: MCC (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6; per class P = R = F1 = 1/2, 2/3.
+    assert m["mcc"] == pytest.approx(1 / 6)
+    assert m["accuracy"] == pytest.approx(0.6)
+    for key in ("f1_macro", "precision_macro", "recall_macro"):
+        assert m[key] == pytest.approx(7 / 12)
+    assert m["auc"] == pytest.approx(5 / 6)  # 5 of the 6 positive/negative pairs ordered right
+    assert all(type(v) is float for v in m.values())
+    assert "auc" not in classification_metrics(y_true, y_pred)
+
+
+def test_metrics_multiclass_and_degenerate():
+    y = [0, 1, 2, 2]
+    scores = np.eye(3)[y] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, y, scores)
+    assert m["mcc"] == pytest.approx(1.0) and m["auc"] == pytest.approx(1.0) and m["accuracy"] == 1.0
+    assert classification_metrics([1, 1], [1, 0], np.array([[0.2, 0.8], [0.6, 0.4]]))["auc"] is None
+    assert classification_metrics([0, 0, 1], [0, 0, 0])["mcc"] == 0.0
+
+
+# ---------------------------------------------------------------------------------- model helper
+def test_tiny_model_tokenizer(tiny):
+    from transformers import AutoTokenizer
+
+    assert read_k(tiny) == 6
+    tok = AutoTokenizer.from_pretrained(tiny)
+    seq = "ACGTTGCAAGGCTAN"
+    assert tok(seq)["input_ids"] == kmers.encode_batch([seq.encode()], 6, 512)[0].tolist()
+
+
+# ----------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_gue_prom_core_tata_with_dev(tiny, shared_data, tmp_path):
+    task = shared_data / "gue" / "prom" / "prom_core_tata"
+    train = subset(task / "train.csv", tmp_path / "train.csv", 500)
+    dev = subset(task / "dev.csv", tmp_path / "dev.csv", 150)
+    out = tmp_path / "run"
+    meta = {
+        "kind": "gue",
+        "genome": "demo",
+        "model": "tiny",
+        "masking": "genemask",
+        "steps": 200,
+        "task": "prom_core_tata",
+        "seed": 42,
+    }
+    argv = [
+        "finetune",
+        "--model",
+        str(tiny),
+        "--train",
+        str(train),
+        "--dev",
+        str(dev),
+        "--test",
+        str(task / "test.csv"),
+        "--out",
+        str(out),
+        "--max-length",
+        "80",
+        "--epochs",
+        "1",
+        "--lr",
+        "5e-4",
+        "--batch-size",
+        "32",
+        "--warmup-steps",
+        "2",
+        "--eval-steps",
+        "6",
+        "--seed",
+        "42",
+        "--threads",
+        "1",
+        "--meta",
+        json.dumps(meta),
+    ]
+    assert cli.main(argv) == 0
+    result, labels = check_outputs(out, 613)
+    assert {k: result[k] for k in meta} == meta
+    assert result["n_train"] == 500 and result["n_dev"] == 150
+    assert set(result["dev_metrics"]) == METRICS
+    assert result["best_step"] in (6, 12, 16) and result["best_epoch"] == pytest.approx(
+        result["best_step"] / 16
+    )
+    assert result["settings"]["total_steps"] == 16 and result["settings"]["warmup"] == 2
+    assert result["train_sequences_per_s"] > 0 and result["inference_sequences_per_s"] > 0
+    assert labels.tolist() == read_labelled(task / "test.csv")[1].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_fewshot_prom_core_10_shot(tiny, shared_data, tmp_path):
+    root = shared_data / "fewshot" / "genemask" / "Prom-core"
+    test = subset(root / "test.tsv", tmp_path / "test.csv", 300)
+    out = tmp_path / "run"
+    s = Settings(
+        model=str(tiny),
+        train=str(root / "10" / "train.tsv"),
+        test=str(test),
+        out=str(out),
+        max_length=80,
+        epochs=3,
+        lr=1e-4,
+        batch_size=5,
+        warmup_ratio=0.1,
+        seed=7,
+        threads=1,
+        meta={"kind": "fewshot", "dataset": "Prom-core", "shots": 10},
+    )
+    finetune(s)
+    result, _ = check_outputs(out, 300)
+    assert result["dataset"] == "Prom-core" and result["dev_metrics"] is None and result["n_dev"] is None
+    assert (
+        result["n_train"] == 20
+        and result["settings"]["total_steps"] == 12
+        and result["settings"]["warmup"] == 2
+    )
+    assert result["best_step"] == 12 and result["best_epoch"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_same_seed_same_bytes(tiny, shared_data, tmp_path):
+    task = shared_data / "gue" / "mouse" / "2"
+    train = subset(task / "train.csv", tmp_path / "train.csv", 120)
+    dev = subset(task / "dev.csv", tmp_path / "dev.csv", 40)
+    test = subset(task / "test.csv", tmp_path / "test.csv", 60)
+    runs = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        s = Settings(
+            model=str(tiny),
+            train=str(train),
+            dev=str(dev),
+            test=str(test),
+            out=str(tmp_path / name),
+            max_length=110,
+            epochs=2,
+            lr=1e-3,
+            batch_size=16,
+            grad_accum=2,
+            eval_steps=2,
+            seed=seed,
+            threads=1,
+        )
+        finetune(s)
+        runs.append((tmp_path / name / "predictions.parquet").read_bytes())
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_bad_input_leaves_no_output(tiny, tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    write_labelled(good, ["ACGTACGTACGTAC", "TTGGCCAATTGGCA"], [0, 1])
+    cases = {
+        "nolabel.csv": "sequence,class\nACGTACGTAC,1\n",
+        "badlabel.csv": "sequence,label\nACGTACGTAC,1\nACGTACGTAC,one\n",
+        "badchar.csv": "sequence,label\nACGTACGTAC,1\nACGTRCGTAC,0\n",
+        "empty.csv": "sequence,label\n",
+        "unseen.csv": "sequence,label\nACGTACGTAC,5\n",
+    }
+    for name, text in cases.items():
+        bad = tmp_path / name
+        bad.write_text(text)
+        for train, test in ((bad, good), (good, bad)):
+            if name == "unseen.csv" and train == bad:
+                continue
+            out = tmp_path / "out"
+            argv = [
+                "finetune",
+                "--model",
+                str(tiny),
+                "--train",
+                str(train),
+                "--test",
+                str(test),
+                "--out",
+                str(out),
+                "--max-length",
+                "20",
+                "--epochs",
+                "1",
+                "--lr",
+                "1e-4",
+                "--batch-size",
+                "2",
+            ]
+            assert cli.main(argv) == 1
+            assert str(bad) in capsys.readouterr().err
+            assert not out.exists() and not list(tmp_path.glob(".out*"))
+    with pytest.raises(CmgemsError, match="not a Hugging Face model directory"):
+        finetune(
+            Settings(
+                model=str(tmp_path), train=str(good), test=str(good), out=str(tmp_path / "o"), max_length=20
+            )
+        )
+    with pytest.raises(CmgemsError, match="exceeds the model's 512 positions"):
+        finetune(
+            Settings(
+                model=str(tiny), train=str(good), test=str(good), out=str(tmp_path / "o"), max_length=600
+            )
+        )
+    assert not (tmp_path / "o").exists()
+    assert (
+        cli.main(
+            [
+                "finetune",
+                "--model",
+                str(tiny),
+                "--train",
+                str(good),
+                "--test",
+                str(good),
+                "--out",
+                str(tmp_path / "o"),
+                "--max-length",
+                "20",
+                "--meta",
+                "[1, 2]",
+            ]
+        )
+        == 1
+    )
+    assert torch.are_deterministic_algorithms_enabled() is False  # state restored after runs
+
+
+# ------------------------------------------------------------------------------------- schedule
+def test_schedule_and_batches():
+    from cmgems.finetune import Schedule, optimizer_steps
+
+    s = Settings(model="", train="", test="", out="", batch_size=8, grad_accum=2, epochs=3, eval_steps=5, warmup_ratio=0.1)
+    sched = Schedule.of(100, s)  # 13 micro-batches -> 7 steps per epoch
+    assert (sched.per_epoch, sched.total, sched.warmup) == (7, 21, 3)
+    assert [t for t in range(1, 22) if sched.evaluates(t, s)] == [5, 10, 15, 20, 21]
+    s.eval_every_epoch = True
+    assert [t for t in range(1, 22) if sched.evaluates(t, s)] == [7, 14, 21]
+    s.max_steps, s.warmup_steps = 30, 4  # max_steps overrides the epochs; warmup steps win over the ratio
+    assert (Schedule.of(100, s).total, Schedule.of(100, s).warmup) == (30, 4)
+    steps = optimizer_steps(100, 8, 2, torch.Generator().manual_seed(0))
+    epoch = [next(steps) for _ in range(7)]
+    assert [len(m) for m in epoch] == [2] * 6 + [1]
+    assert sorted(torch.cat([b for m in epoch for b in m]).tolist()) == list(range(100))

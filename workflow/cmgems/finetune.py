@@ -1,0 +1,361 @@
+"""Fine-tune a pretrained k-mer BERT on a labelled task and score its test set.
+
+Two protocols, chosen by whether a dev set is given:
+- with `--dev` (DNABERT-2's GUE protocol): evaluate on dev every `--eval-steps` optimizer steps and
+  at the last step (or after every epoch with `--eval-every-epoch`), keep the weights with the best
+  dev MCC (the earliest on ties), and score the test set with them;
+- without (GeneMask's few-shot protocol): train, then score the test set once.
+
+Optimiser as Hugging Face's Trainer: AdamW (no weight decay on biases and LayerNorm weights),
+linear warmup then linear decay to 0, gradient clipping at 1.0. `--max-steps` > 0 overrides the
+epochs (the data are cycled), as in the Trainer. Runs are deterministic for a given seed and
+thread count: seeded model head, seeded shuffling, deterministic algorithms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cmgems import kmers
+from cmgems.atomic import atomic_output
+from cmgems.errors import CmgemsError
+from cmgems.labelled import read_labelled
+from cmgems.metrics import classification_metrics, parse_meta, write_results
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    """Everything a fine-tuning run depends on; defaults are DNABERT-2's GUE recipe (per device)."""
+
+    model: str
+    train: str
+    test: str
+    out: str
+    dev: str | None = None
+    max_length: int = 512  # tokens, [CLS] and [SEP] included
+    epochs: int = 3
+    lr: float = 3e-5
+    batch_size: int = 8  # sequences per micro-batch
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # used when warmup_steps == 0
+    max_steps: int = -1
+    weight_decay: float = 0.01
+    hidden_dropout: float = 0.1
+    max_grad_norm: float = 1.0
+    eval_steps: int = 200
+    eval_every_epoch: bool = False
+    eval_batch_size: int = 64
+    seed: int = 42
+    threads: int = 1  # torch CPU threads; 0 = torch's default (results may then depend on the core count)
+    meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------- model files
+def read_k(model_dir: str | Path) -> int:
+    """k of a model directory's tokenizer, from its kmer.json (6 when absent)."""
+    path = Path(model_dir) / "kmer.json"
+    if not path.exists():
+        return 6
+    try:
+        return kmers.check_k(int(json.loads(path.read_text())["k"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise CmgemsError(f"{path}: expected {{\"k\": 3..6}} ({err})") from None
+
+
+TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+
+
+def make_tiny_model(directory: str | Path, k: int = 6, seed: int = 0, **config) -> Path:
+    """A small random BertForMaskedLM with the k-mer tokenizer, for tests, demos and benchmarks.
+
+    TINY_CONFIG (2 layers, hidden 32) unless `config` overrides BertConfig fields. Writes
+    safetensors weights, config, tokenizer files and kmer.json into `directory`, atomically.
+    """
+    from transformers import BertConfig, BertForMaskedLM
+
+    cfg = BertConfig(vocab_size=kmers.vocab_size(kmers.check_k(k)), **{**TINY_CONFIG, **config})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(cfg)
+    with atomic_output(directory, directory=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        kmers.build_tokenizer(k).save_pretrained(tmp)
+        (tmp / "kmer.json").write_text(json.dumps({"k": k}) + "\n")
+    return Path(directory)
+
+
+def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float):
+    """BertForSequenceClassification from a save_pretrained directory (safetensors only, no remote code)."""
+    from transformers import BertForSequenceClassification
+
+    path = Path(model_dir)
+    if not (path / "config.json").exists():
+        raise CmgemsError(f"--model {path}: not a Hugging Face model directory (no config.json)")
+    return BertForSequenceClassification.from_pretrained(
+        path, num_labels=num_labels, hidden_dropout_prob=hidden_dropout,
+        use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa",
+    )
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class Split:
+    """A tokenised labelled split: ids (N, L) int64 right-padded, lengths (N,), labels (N,)."""
+
+    path: str
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of rows `index`, trimmed to the batch's longest row."""
+        width = int(self.lengths[index].max())
+        ids = self.ids[index, :width]
+        return ids, ids != kmers.PAD_ID
+
+
+def load_split(path: str, k: int, max_length: int) -> Split:
+    sequences, labels = read_labelled(path)
+    ids = torch.from_numpy(kmers.encode_batch([s.encode("ascii") for s in sequences], k, max_length))
+    return Split(path, ids, (ids != kmers.PAD_ID).sum(dim=1), torch.from_numpy(labels))
+
+
+def check_labels(split: Split, num_labels: int) -> None:
+    bad = int(split.labels.max())
+    if bad >= num_labels:
+        raise CmgemsError(f"{split.path}: label {bad} not seen in the training set (labels 0..{num_labels - 1})")
+
+
+def optimizer_steps(n: int, batch_size: int, grad_accum: int, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
+    """Endless micro-batch row indices of one optimizer step after another; a fresh seeded shuffle per epoch."""
+    while True:
+        micro = list(torch.randperm(n, generator=generator).split(batch_size))
+        for i in range(0, len(micro), grad_accum):
+            yield micro[i : i + grad_accum]
+
+
+# ------------------------------------------------------------------------------ train and score
+@contextlib.contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Deterministic algorithms and a fixed thread count for the duration; restores the previous state."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.set_num_threads(previous[2])
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; fp32 on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict(model, split: Split, batch_size: int, device: torch.device) -> np.ndarray:
+    """Class probabilities (N, C) float32 of a split, in file order."""
+    model.eval()
+    out = []
+    for index in torch.arange(len(split)).split(batch_size):
+        ids, mask = (t.to(device) for t in split.batch(index))
+        with autocast(device):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out).numpy()
+
+
+def evaluate(model, split: Split, s: Settings, device: torch.device) -> dict:
+    scores = predict(model, split, s.eval_batch_size, device)
+    return classification_metrics(split.labels.numpy(), scores.argmax(axis=1), scores)
+
+
+def build_optimizer(model, s: Settings, total_steps: int, warmup: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": s.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), eps=1e-8)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def check_settings(s: Settings) -> None:
+    for name in ("max_length", "epochs", "batch_size", "grad_accum", "eval_batch_size"):
+        if getattr(s, name) < (3 if name == "max_length" else 1):
+            raise CmgemsError(f"--{name.replace('_', '-')} must be positive (got {getattr(s, name)})")
+    if s.lr <= 0 or not 0 <= s.warmup_ratio < 1 or s.warmup_steps < 0 or s.eval_steps < 1:
+        raise CmgemsError("--lr must be > 0, --warmup-ratio in [0, 1), --warmup-steps >= 0, --eval-steps >= 1")
+
+
+@dataclass
+class Schedule:
+    """Optimizer steps: per epoch, in all, of warmup."""
+
+    per_epoch: int
+    total: int
+    warmup: int
+
+    @classmethod
+    def of(cls, n_train: int, s: Settings) -> "Schedule":
+        per_epoch = math.ceil(math.ceil(n_train / s.batch_size) / s.grad_accum)
+        total = s.max_steps if s.max_steps > 0 else s.epochs * per_epoch
+        return cls(per_epoch, total, s.warmup_steps or math.ceil(s.warmup_ratio * total))
+
+    def evaluates(self, step: int, s: Settings) -> bool:
+        """Whether dev is scored after optimizer step `step` (1-based): every eval_steps or epoch, and at the end."""
+        every = self.per_epoch if s.eval_every_epoch else s.eval_steps
+        return step % every == 0 or step == self.total
+
+
+@dataclass
+class Best:
+    """The best dev evaluation so far (highest MCC, earliest on ties) and a CPU copy of its weights."""
+
+    metrics: dict | None = None
+    step: int | None = None
+    state: dict | None = None
+
+    def offer(self, metrics: dict, step: int, model) -> None:
+        if self.metrics is None or metrics["mcc"] > self.metrics["mcc"]:
+            self.metrics, self.step = metrics, step
+            self.state = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
+
+
+def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: Schedule, device) -> tuple[Best, float, int]:
+    """Train for schedule.total optimizer steps, scoring dev when due.
+
+    Returns the best dev state, the training seconds (dev evaluations excluded) and the number of
+    training sequences processed.
+    """
+    optimizer, scheduler = build_optimizer(model, s, schedule.total, schedule.warmup)
+    generator = torch.Generator().manual_seed(s.seed)
+    steps = itertools.islice(optimizer_steps(len(train), s.batch_size, s.grad_accum, generator), schedule.total)
+    best, seconds, seen = Best(), 0.0, 0
+    with tqdm(total=schedule.total, desc="finetune", unit="step", mininterval=2) as bar:
+        for step, micro in enumerate(steps, start=1):
+            started = time.perf_counter()
+            model.train()
+            for index in micro:
+                ids, mask = (t.to(device) for t in train.batch(index))
+                with autocast(device):
+                    loss = model(input_ids=ids, attention_mask=mask, labels=train.labels[index].to(device)).loss
+                (loss / len(micro)).backward()
+                seen += len(index)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds += time.perf_counter() - started
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if dev is not None and schedule.evaluates(step, s):
+                metrics = evaluate(model, dev, s, device)
+                log.info("step %d (epoch %.2f): dev mcc %.4f", step, step / schedule.per_epoch, metrics["mcc"])
+                best.offer(metrics, step, model)
+    return best, seconds, seen
+
+
+def finetune(s: Settings) -> dict:
+    """Fine-tune, score the test set, write `s.out`/{metrics.json, predictions.parquet}; returns metrics.json."""
+    check_settings(s)
+    k = read_k(s.model)
+    train, test = load_split(s.train, k, s.max_length), load_split(s.test, k, s.max_length)
+    dev = load_split(s.dev, k, s.max_length) if s.dev else None
+    num_labels = int(train.labels.max()) + 1
+    for split in (test, dev) if dev else (test,):
+        check_labels(split, num_labels)
+    schedule = Schedule.of(len(train), s)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    with deterministic_torch(s.threads):
+        torch.manual_seed(s.seed)
+        model = load_classifier(s.model, num_labels, s.hidden_dropout)
+        if s.max_length > model.config.max_position_embeddings:
+            raise CmgemsError(f"--max-length {s.max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+        model.to(device)
+        best, train_seconds, seen = train_model(model, train, dev, s, schedule, device)
+        if best.state is not None:
+            model.load_state_dict(best.state)
+        started = time.perf_counter()
+        scores = predict(model, test, s.eval_batch_size, device)
+        inference_seconds = time.perf_counter() - started
+        threads_used = torch.get_num_threads()
+
+    best_step = best.step if dev is not None else schedule.total
+    record = {
+        "dev_metrics": best.metrics,
+        "best_epoch": best_step / schedule.per_epoch,
+        "best_step": best_step,
+        "n_train": len(train),
+        "n_dev": len(dev) if dev is not None else None,
+        "n_test": len(test),
+        "train_seconds": train_seconds,
+        "train_sequences_per_s": seen / train_seconds,
+        "inference_sequences_per_s": len(test) / inference_seconds,
+        "settings": {
+            **{key: v for key, v in asdict(s).items() if key != "meta"},
+            "k": k, "num_labels": num_labels, "steps_per_epoch": schedule.per_epoch, "total_steps": schedule.total,
+            "warmup": schedule.warmup, "device": device.type, "threads_used": threads_used, "torch": torch.__version__,
+        },
+    }
+    result = write_results(s.out, s.meta, test.labels.numpy(), scores, record)
+    log.info("%s: test mcc %.4f", s.out, result["metrics"]["mcc"])
+    return result
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="pretrained model directory (HF save_pretrained + tokenizer + kmer.json)")
+    parser.add_argument("--train", required=True, help="labelled training file (CSV sequence,label or GeneMask TSV)")
+    parser.add_argument("--test", required=True, help="labelled test file")
+    parser.add_argument("--dev", help="labelled dev file: keep the best dev-MCC weights (GUE protocol)")
+    parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions.parquet)")
+    parser.add_argument("--max-length", type=int, required=True, help="tokens per sequence, [CLS]/[SEP] included")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch")
+    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    warmup = parser.add_mutually_exclusive_group()
+    warmup.add_argument("--warmup-steps", type=int, default=0)
+    warmup.add_argument("--warmup-ratio", type=float, default=0.0, help="warmup as a fraction of all steps")
+    parser.add_argument("--max-steps", type=int, default=-1, help="> 0: train exactly this many steps (overrides --epochs)")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--hidden-dropout", type=float, default=0.1)
+    parser.add_argument("--eval-steps", type=int, default=200, help="with --dev: evaluate every N steps and at the end")
+    parser.add_argument("--eval-every-epoch", action="store_true", help="with --dev: evaluate after every epoch instead")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; a fixed count keeps results machine-independent (0 = torch's default)")
+    parser.add_argument("--meta", help="JSON object merged into metrics.json at top level")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    names = Settings.__dataclass_fields__.keys() - {"meta", "max_grad_norm"}
+    finetune(Settings(**{n: getattr(args, n) for n in names}, meta=parse_meta(args.meta)))

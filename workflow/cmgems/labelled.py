@@ -1,0 +1,97 @@
+"""Labelled sequence files: GUE CSVs and GeneMask's k-mer TSVs in, one CSV format out.
+
+Accepted inputs (the delimiter is taken from the header line):
+- CSV with header `sequence,label` (GUE), raw DNA per row;
+- TSV with header `sequence<TAB>label`, optionally quoted (GeneMask few-shot train files), whose
+  sequence column is either raw DNA or space-separated overlapping k-mers (stride 1), which are
+  joined back into the raw sequence after checking that consecutive k-mers overlap by k - 1 bases.
+Sequences are upper-cased and must hold only A, C, G, T, N; labels are non-negative integers.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cmgems.atomic import atomic_output
+from cmgems.errors import CmgemsError
+
+COLUMNS = ("sequence", "label")
+_NOT_DNA = re.compile(r"[^ACGTN]")
+
+
+def kmers_to_sequence(tokens: list[str]) -> str:
+    """The raw sequence spelled by overlapping k-mers (stride 1); ValueError if they do not overlap."""
+    k = len(tokens[0])
+    seq = tokens[0] + "".join(t[-1] for t in tokens[1:])
+    if any(len(t) != k for t in tokens) or any(seq[i : i + k] != t for i, t in enumerate(tokens)):
+        raise ValueError(f"its {k}-mers do not overlap by {k - 1} bases")
+    return seq
+
+
+def _parse_sequence(text: str) -> str:
+    tokens = text.split()
+    if not tokens:
+        raise ValueError("empty sequence")
+    seq = (tokens[0] if len(tokens) == 1 else kmers_to_sequence(tokens)).upper()
+    bad = _NOT_DNA.search(seq)
+    if bad:
+        raise ValueError(f"character {bad.group()!r} at position {bad.start() + 1} is outside ACGTN")
+    return seq
+
+
+def _parse_label(text: str) -> int:
+    try:
+        label = int(text.strip())
+    except ValueError:
+        raise ValueError(f"label {text!r} is not an integer") from None
+    if label < 0:
+        raise ValueError(f"label {label} is negative")
+    return label
+
+
+def read_labelled(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Sequences (upper-case raw DNA) and labels (int64, shape (N,)) of a labelled CSV/TSV file."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            header = handle.readline()
+            delimiter = "\t" if "\t" in header else ","
+            names = [name.strip().strip('"').strip().lower() for name in header.rstrip("\r\n").split(delimiter)]
+            missing = [c for c in COLUMNS if c not in names]
+            if missing:
+                raise CmgemsError(f"{path}, line 1: missing column(s) {missing} (header has {names})")
+            i_seq, i_label = names.index("sequence"), names.index("label")
+            sequences, labels = [], []
+            for line_no, row in enumerate(csv.reader(handle, delimiter=delimiter), start=2):
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                try:
+                    if len(row) <= max(i_seq, i_label):
+                        raise ValueError(f"{len(row)} field(s), expected {len(names)}")
+                    sequences.append(_parse_sequence(row[i_seq]))
+                    labels.append(_parse_label(row[i_label]))
+                except ValueError as err:
+                    raise CmgemsError(f"{path}, line {line_no}: {err}") from None
+    except OSError as err:
+        raise CmgemsError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise CmgemsError(f"{path}: not a text file") from None
+    if not sequences:
+        raise CmgemsError(f"{path}: no rows (empty split)")
+    return sequences, np.asarray(labels, dtype=np.int64)
+
+
+def write_labelled(path: str | Path, sequences: list[str], labels) -> None:
+    """Write a `sequence,label` CSV (raw DNA, integer labels), atomically."""
+    labels = np.asarray(labels)
+    if len(sequences) != len(labels):
+        raise CmgemsError(f"{path}: {len(sequences)} sequences but {len(labels)} labels")
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(zip(sequences, (int(x) for x in labels)))
