@@ -1,0 +1,73 @@
+"""The demo DAG end to end in a temporary working directory, then the Snakemake HTML report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           *args, "--configfile", str(REPO / "config" / "demo.yaml")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo")
+    (workdir / "resources").symlink_to(REPO / "resources")
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+def test_report_tables_and_figures_are_written(demo):
+    report = demo / "results" / "report"
+    for name in ("gue", "gue_summary", "gue_by_task", "fewshot", "pretraining", "ours_vs_published"):
+        for ext in ("csv", "md", "tex"):
+            assert (report / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    for name in ("fewshot_curves", "gue_mcc", "pretraining_curves", "pmi_top20", "pmi_distribution", "masks"):
+        pixels = np.asarray(Image.open(report / "figures" / f"{name}.png").convert("L"), dtype=float)
+        assert pixels.std() > 5, f"{name}.png looks blank"
+        assert (report / "figures" / f"{name}.pdf").stat().st_size > 0
+
+
+def test_demo_models_learn_the_planted_motifs(demo):
+    gue = pd.read_csv(demo / "results" / "report" / "tables" / "gue.csv")
+    pretrained = gue[gue["model"] == "tiny"]
+    assert set(pretrained["masking"]) == {"random", "genemask", "cm_gems"}
+    assert set(pretrained["task"]) == {"demo_tata", "demo_splice"}
+    assert (pretrained["mcc_x100"] > 30).all(), pretrained[["masking", "task", "mcc_x100"]]
+    assert (gue[gue["model"] == "kmer_logreg"]["mcc_x100"] > 90).all()
+    fewshot = pd.read_csv(demo / "results" / "report" / "tables" / "fewshot.csv")
+    assert len(fewshot) == 2 * 2 * 4 and (fewshot["n"] == 2).all()  # datasets x shots x methods, 2 seeds
+
+
+def test_cm_gems_switches_and_pretraining_table_agrees(demo):
+    table = pd.read_csv(demo / "results" / "report" / "tables" / "pretraining.csv").set_index("masking")
+    assert table.loc["cm_gems", "switch_step"] > 0
+    assert pd.isna(table.loc["genemask", "switch_step"])
+    metrics = pd.read_csv(demo / "results" / "demo" / "models" / "tiny" / "cm_gems" / "300" / "metrics.csv")
+    switched = metrics[metrics["phase"] == "global_pmi"]["step"]
+    assert switched.min() == table.loc["cm_gems", "switch_step"] + 1
+
+
+def test_snakemake_html_report(demo):
+    result = snakemake(demo, "--report", "results/report/report.html")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (demo / "results" / "report" / "report.html").stat().st_size > 100_000
+
+
+def test_rerun_has_nothing_to_do(demo):
+    result = snakemake(demo, "-n", "--cores", "2")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
