@@ -96,25 +96,13 @@ def test_pooled_cli_splice40(shared_data, tmp_path):
     expected = pooled_indices(all_labels, 10, 3)
     assert seqs == [all_seqs[i] for i in expected] and np.bincount(labels).tolist() == [10, 10, 10]
     assert set(map(len, seqs)) == {40}
-    # A file holding one set (Prom-core 10-shot = 20 rows) has run 0 only.
-    assert (
-        cli.main(
-            [
-                "fewshot",
-                "pooled",
-                "--file",
-                str(shared_data / "fewshot/genemask/Prom-core/10/train.tsv"),
-                "--shots",
-                "10",
-                "--run",
-                "1",
-                "--out",
-                str(tmp_path / "x.csv"),
-            ]
-        )
-        == 1
-    )
-    assert not (tmp_path / "x.csv").exists()
+    # A file holding one set (Prom-core 10-shot = 20 rows) gives that set to every run.
+    single = str(shared_data / "fewshot/genemask/Prom-core/10/train.tsv")
+    for run in (0, 7):
+        assert cli.main(["fewshot", "pooled", "--file", single, "--shots", "10", "--run", str(run),
+                         "--out", str(tmp_path / f"run{run}.csv")]) == 0
+    assert (tmp_path / "run0.csv").read_bytes() == (tmp_path / "run7.csv").read_bytes()
+    assert read_labelled(tmp_path / "run0.csv")[0] == read_labelled(single)[0]
 
 
 def test_aggregate(tmp_path):

@@ -113,3 +113,22 @@ def test_conda_envs_are_pinned_and_referenced():
         for p in re.findall(r'conda:\s*\n\s*"([^"]+)"', rules.read_text())
     }
     assert used == {e.resolve() for e in envs}
+
+
+def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path):
+    """A published checkpoint is evaluated beside ours; a GUE url adds the checksummed download."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    (tmp_path / "dnabert6").mkdir()
+    config["pretrained_models"] = {"DNABERT6": {"path": str(tmp_path / "dnabert6")}}
+    config["gue"].update(path=str(tmp_path / "GUE"), url="https://example.org/GUE.zip", md5="0" * 32)
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    cfg = tmp_path / "external.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--quiet", "rules", "--configfile", str(cfg), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["download_gue"] == 1
+    assert counts["finetune_gue"] == 2 * (3 + 1)  # demo tasks x (3 strategies + the checkpoint)
+    result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path),
+                       "results/external/gue/DNABERT6/published/0/demo_tata/seed42/metrics.json")
+    assert f"--model {tmp_path / 'dnabert6'}" in result.stdout and "--trust-remote-code" not in result.stdout

@@ -18,6 +18,7 @@ STAGES = {
     "corpus": ("cmgems.corpus", "chunk cleaned contigs into the k-mer pretraining corpus"),
     "tokenizer": ("cmgems.kmers", "write the k-mer vocabulary as a Hugging Face tokenizer"),
     "pmi": ("cmgems.pmi", "count n-grams and score their PMI"),
+    "gue": ("cmgems.gue", "download and unpack the GUE benchmark"),
     "pretrain": ("cmgems.pretrain", "masked-language-model pretraining"),
     "finetune": ("cmgems.finetune", "fine-tune and score a pretrained model on a labelled task"),
     "fewshot": ("cmgems.fewshot", "draw few-shot training sets"),

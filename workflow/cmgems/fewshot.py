@@ -48,10 +48,15 @@ def sample_indices(labels: np.ndarray, shots: int, seed: int, pool: str | Path =
 
 
 def pooled_indices(labels: np.ndarray, shots: int, run: int, path: str | Path = "file") -> np.ndarray:
-    """Row indices of run `run` (0-based) of a pooled file: per class, its rows run*shots..(run+1)*shots-1."""
+    """Row indices of run `run` (0-based) of a pooled file: per class, its rows run*shots..(run+1)*shots-1.
+
+    A file holding a single set (GeneMask's Prom-core, Prom-300, Cohn-enh) gives that set to every
+    run; the runs then differ by their training seed only, as in GeneMask's protocol."""
     check_shots(shots)
     classes, counts = np.unique(labels, return_counts=True)
     runs = int(counts.min()) // shots
+    if runs == 1 and run >= 0:
+        run = 0
     if not 0 <= run < runs:
         detail = ", ".join(f"class {c}: {n}" for c, n in zip(classes, counts))
         raise CmgemsError(f"{path}: run {run} requested but it holds {runs} run(s) of {shots} shots per class ({detail} rows)")

@@ -64,6 +64,7 @@ class Settings:
     eval_batch_size: int = 64
     seed: int = 42
     threads: int = 1  # torch CPU threads; 0 = torch's default (results may then depend on the core count)
+    trust_remote_code: bool = False  # only for a model entry in config that opts in
     meta: dict = field(default_factory=dict)
 
 
@@ -101,16 +102,18 @@ def make_tiny_model(directory: str | Path, k: int = 6, seed: int = 0, **config) 
     return Path(directory)
 
 
-def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float):
-    """BertForSequenceClassification from a save_pretrained directory (safetensors only, no remote code)."""
-    from transformers import BertForSequenceClassification
+def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float, trust_remote_code: bool = False):
+    """A sequence classifier from a save_pretrained directory (BertForSequenceClassification for our
+    models and DNABERT's). Weights: safetensors, or a .bin that transformers loads with
+    torch.load(weights_only=True); the directory's own code runs only with trust_remote_code."""
+    from transformers import AutoModelForSequenceClassification
 
     path = Path(model_dir)
     if not (path / "config.json").exists():
         raise CmgemsError(f"--model {path}: not a Hugging Face model directory (no config.json)")
-    return BertForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, hidden_dropout_prob=hidden_dropout,
-        use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa",
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=num_labels, hidden_dropout_prob=hidden_dropout, trust_remote_code=trust_remote_code,
+        attn_implementation="sdpa",
     )
 
 
@@ -295,7 +298,7 @@ def finetune(s: Settings) -> dict:
 
     with deterministic_torch(s.threads):
         torch.manual_seed(s.seed)
-        model = load_classifier(s.model, num_labels, s.hidden_dropout)
+        model = load_classifier(s.model, num_labels, s.hidden_dropout, s.trust_remote_code)
         if s.max_length > model.config.max_position_embeddings:
             raise CmgemsError(f"--max-length {s.max_length} exceeds the model's {model.config.max_position_embeddings} positions")
         model.to(device)
@@ -352,6 +355,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; a fixed count keeps results machine-independent (0 = torch's default)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model directory's own code (only for models you trust)")
     parser.add_argument("--meta", help="JSON object merged into metrics.json at top level")
     parser.set_defaults(func=run)
 

@@ -157,12 +157,15 @@ def _x100(df: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------- tables
 def gue_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every GUE run: genome, model, masking, steps, task, group, seed, metrics x100, sizes, seconds."""
+    """Every GUE run: genome, model, masking, steps, task, group, seed, metrics x100, sizes.
+
+    No timings: the table depends only on the results, so runs on different machines compare byte
+    for byte (timings are in each metrics.json)."""
     gue = runs[runs["kind"] == "gue"].copy()
     gue["group"] = gue["task"].map(task_group)
     gue = _x100(gue, METRICS)
     cols = [*METHOD_KEYS, "task", "group", "seed", *[f"{m}_x100" for m in METRICS],
-            "n_train", "n_test", "train_seconds"]
+            "n_train", "n_test"]
     gue["_task"] = gue["task"].map(_task_sort_key)
     return _method_sort(gue, ["_task", "seed"])[cols]
 

@@ -81,8 +81,30 @@ def pretrained_runs():
     ]
 
 
+EXTERNAL = config["pretrained_models"]
+
+
+def evaluated_models():
+    """(genome, model, masking, steps) of every model evaluated: ours, then the external checkpoints
+    (as genome "external", masking "published", steps 0)."""
+    return pretrained_runs() + [("external", name, "published", 0) for name in EXTERNAL]
+
+
 def run_dir(genome, model, masking, steps):
     return f"results/{genome}/models/{model}/{masking}/{steps}"
+
+
+def model_dir(wildcards):
+    if wildcards.genome == "external":
+        return EXTERNAL[wildcards.model]["path"]
+    return f"{run_dir(wildcards.genome, wildcards.model, wildcards.masking, wildcards.steps)}/model"
+
+
+def remote_code_flag(wildcards):
+    trusted = wildcards.genome == "external" and EXTERNAL[wildcards.model].get(
+        "trust_remote_code"
+    )
+    return "--trust-remote-code" if trusted else ""
 
 
 def eval_dir(kind, genome, model, masking, steps):
@@ -96,6 +118,10 @@ def meta_json(**fields):
 # ------------------------------------------------------------------------------- GUE
 def gue_file(task, split):
     return str(Path(GUE["path"], GUE["tasks"][task]["path"], f"{split}.csv"))
+
+
+def all_gue_files():
+    return [gue_file(t, s) for t in GUE["tasks"] for s in ("train", "dev", "test")]
 
 
 def gue_inputs(wildcards):
@@ -147,9 +173,8 @@ def fewshot_source(wildcards):
 
 # ----------------------------------------------------------------------- final targets
 def evaluation_outputs():
-    files = []
-    for g, m, s, n in pretrained_runs():
-        files.append(f"{run_dir(g, m, s, n)}/summary.json")
+    files = [f"{run_dir(*run)}/summary.json" for run in pretrained_runs()]
+    for g, m, s, n in evaluated_models():
         for task in GUE["tasks"]:
             for seed in GUE["seeds"]:
                 files.append(

@@ -24,7 +24,7 @@ rule finetune_fewshot:
     input:
         train="results/fewshot_sets/{dataset}/{shots}/seed{seed}.csv",
         test=lambda w: FEW["datasets"][w.dataset]["test"],
-        model="results/{genome}/models/{model}/{masking}/{steps}/model",
+        model=model_dir,
     output:
         metrics="results/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}/metrics.json",
         predictions="results/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}/predictions.parquet",
@@ -38,6 +38,7 @@ rule finetune_fewshot:
     resources:
         **FEWSHOT_RESOURCES,
     params:
+        remote=remote_code_flag,
         r=lambda w: fewshot_regime(w.shots),
         f=FEW,
         max_length=lambda w: FEW["datasets"][w.dataset]["max_length"],
@@ -50,7 +51,7 @@ rule finetune_fewshot:
         "--epochs {params.r[epochs]} --lr {params.r[lr]} --batch-size {params.r[batch_size]} "
         "--warmup-ratio {params.f[warmup_ratio]} --weight-decay {params.f[weight_decay]} "
         "--hidden-dropout {params.f[hidden_dropout]} --seed {wildcards.seed} --threads {threads} "
-        "--meta {params.meta:q} > {log} 2>&1"
+        "{params.remote} --meta {params.meta:q} > {log} 2>&1"
 
 
 rule baseline_fewshot:

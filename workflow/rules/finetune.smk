@@ -1,7 +1,31 @@
+if "url" in GUE:
+
+    rule download_gue:
+        output:
+            all_gue_files(),
+        log:
+            "logs/download_gue.log",
+        benchmark:
+            "benchmarks/out/download_gue.tsv"
+        localrule: True
+        conda:
+            "../../envs/core.yaml"
+        resources:
+            runtime=120,
+        params:
+            url=GUE.get("url"),
+            md5=GUE.get("md5"),
+            root=GUE["path"],
+            tasks=sorted({spec["path"] for spec in GUE["tasks"].values()}),
+        shell:
+            "python -m cmgems.cli gue fetch --url {params.url:q} --md5 {params.md5} "
+            "--out {params.root:q} --expect {params.tasks} > {log} 2>&1"
+
+
 rule finetune_gue:
     input:
         unpack(gue_inputs),
-        model="results/{genome}/models/{model}/{masking}/{steps}/model",
+        model=model_dir,
     output:
         metrics="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/metrics.json",
         predictions="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/predictions.parquet",
@@ -15,6 +39,7 @@ rule finetune_gue:
     resources:
         **GUE_RESOURCES,
     params:
+        remote=remote_code_flag,
         s=lambda w: gue_settings(w.task),
         g=GUE,
         meta=lambda w: meta_json(
@@ -32,7 +57,7 @@ rule finetune_gue:
         "--epochs {params.s[epochs]} --max-steps {params.s[max_steps]} "
         "--warmup-steps {params.s[warmup_steps]} --lr {params.g[lr]} "
         "--batch-size {params.g[batch_size]} --seed {wildcards.seed} --threads {threads} "
-        "--meta {params.meta:q} > {log} 2>&1"
+        "{params.remote} --meta {params.meta:q} > {log} 2>&1"
 
 
 rule baseline_gue:

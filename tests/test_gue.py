@@ -1,0 +1,60 @@
+"""GUE archive: checksummed download, safe unpacking, expected tasks present, nothing left on error."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cmgems import cli
+from cmgems.errors import CmgemsError
+from cmgems.gue import fetch
+
+TASKS = ["prom/prom_core_tata", "mouse/0"]
+
+
+def make_zip(path: Path, members: dict[str, str]) -> str:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def gue_members(prefix: str = "GUE/") -> dict[str, str]:
+    return {f"{prefix}{t}/{s}.csv": f"sequence,label\nACGTACGT,{i % 2}\n" for t in TASKS for i, s in enumerate(("train", "dev", "test"))}
+
+
+def test_fetch_unpacks_under_the_gue_root(tmp_path):
+    md5 = make_zip(tmp_path / "GUE.zip", gue_members())
+    out = tmp_path / "resources" / "GUE"
+    assert cli.main(["gue", "fetch", "--url", (tmp_path / "GUE.zip").as_uri(), "--md5", md5,
+                     "--out", str(out), "--expect", *TASKS]) == 0
+    assert (out / "prom/prom_core_tata/dev.csv").read_text() == "sequence,label\nACGTACGT,1\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["GUE"]  # the archive is gone
+
+
+def test_archive_without_top_folder(tmp_path):
+    md5 = make_zip(tmp_path / "flat.zip", gue_members(prefix=""))
+    fetch((tmp_path / "flat.zip").as_uri(), md5, tmp_path / "GUE", TASKS)
+    assert (tmp_path / "GUE/mouse/0/train.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "members, md5_override, message",
+    [
+        (gue_members(), "0" * 32, "md5"),
+        ({**gue_members(), "GUE/../evil.csv": "x"}, None, "unsafe member"),
+        ({k: v for k, v in gue_members().items() if "mouse" not in k}, None, "lacks 3 expected"),
+    ],
+    ids=["md5-mismatch", "path-traversal", "missing-task"],
+)
+def test_bad_archives_leave_nothing(tmp_path, members, md5_override, message):
+    md5 = make_zip(tmp_path / "GUE.zip", members)
+    out = tmp_path / "data" / "GUE"
+    out.parent.mkdir()
+    with pytest.raises(CmgemsError, match=message):
+        fetch((tmp_path / "GUE.zip").as_uri(), md5_override or md5, out, TASKS)
+    assert list(out.parent.iterdir()) == []
+    assert not (tmp_path / "evil.csv").exists()

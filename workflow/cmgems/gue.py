@@ -1,0 +1,69 @@
+"""GUE benchmark data: fetch the published archive (checksummed) and unpack it as GUE/<group>/<task>/."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from cmgems.atomic import atomic_output
+from cmgems.errors import CmgemsError
+from cmgems.genome import download
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "dev", "test")
+
+
+def safe_members(archive: zipfile.ZipFile, where: str) -> list[zipfile.ZipInfo]:
+    """The archive's members, refusing absolute paths and '..' (no writing outside the target)."""
+    members = archive.infolist()
+    for m in members:
+        parts = PurePosixPath(m.filename).parts
+        if m.filename.startswith(("/", "\\")) or ".." in parts:
+            raise CmgemsError(f"{where}: unsafe member path {m.filename!r}")
+    return members
+
+
+def unpack(archive_path: Path, out_dir: Path, expect: list[str]) -> None:
+    """Unpack a GUE zip into `out_dir` (atomically), dropping a single top-level folder (GUE/), and
+    check that every expected task folder holds train.csv, dev.csv and test.csv."""
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except zipfile.BadZipFile as err:
+        raise CmgemsError(f"{archive_path}: not a zip archive ({err})") from None
+    with archive, atomic_output(out_dir, directory=True) as tmp:
+        members = [m for m in safe_members(archive, str(archive_path)) if not m.is_dir()]
+        tops = {PurePosixPath(m.filename).parts[0] for m in members}
+        strip = 1 if len(tops) == 1 and all(len(PurePosixPath(m.filename).parts) > 1 for m in members) else 0
+        for m in members:
+            target = tmp.joinpath(*PurePosixPath(m.filename).parts[strip:])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(m) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        missing = [f"{task}/{split}.csv" for task in expect for split in SPLITS if not (tmp / task / f"{split}.csv").is_file()]
+        if missing:
+            raise CmgemsError(f"{archive_path}: the archive lacks {len(missing)} expected file(s), e.g. {missing[:3]}")
+
+
+def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
+    """Download the GUE archive (md5-checked, resumable) next to `out_dir`, unpack it, delete it."""
+    out_dir = Path(out_dir)
+    archive = out_dir.parent / f".{out_dir.name}.zip"
+    download(url, md5, archive)
+    try:
+        unpack(archive, out_dir, expect)
+    finally:
+        archive.unlink(missing_ok=True)
+    log.info("GUE unpacked into %s (%d tasks checked)", out_dir, len(expect))
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fetch", help="download and unpack the GUE archive")
+    p.add_argument("--url", required=True)
+    p.add_argument("--md5", required=True)
+    p.add_argument("--out", required=True, help="GUE root to create: OUT/<group>/<task>/{train,dev,test}.csv")
+    p.add_argument("--expect", nargs="*", default=[], help="task folders that must be present, e.g. prom/prom_core_tata")
+    p.set_defaults(func=lambda a: fetch(a.url, a.md5, a.out, a.expect))
