@@ -150,3 +150,14 @@ def test_torchrun_ddp_on_cpu(corpus, tmp_path):
     assert summary["sequences_per_step"] == 8 * 2 * 2
     assert np.isfinite(summary["final_val_ppl"])
     assert result.stderr.count("processes), ") == 1  # logged once, by rank 0
+
+
+def test_continued_pretraining_starts_from_the_checkpoint(corpus, finished_run, tmp_path):
+    """--init-from loads a local HF checkpoint; with lr 0 at the first warmup step nothing moves."""
+    out = tmp_path / "continued"
+    result = run(pretrain_cmd(corpus, out, steps=1, **{"init-from": finished_run / "model", "warmup-steps": 4}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    start, end = load_file(finished_run / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(start[name], end[name]) for name in start)
+    bad = run(pretrain_cmd(corpus, tmp_path / "bad", steps=1, **{"init-from": tmp_path}))
+    assert bad.returncode == 1 and "not a Hugging Face model directory" in bad.stderr
