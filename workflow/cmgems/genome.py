@@ -53,20 +53,10 @@ SEGMENT_SCHEMA = pa.schema(
 # ---------------------------------------------------------------------------------------- download
 
 
-def file_md5(path: str | os.PathLike) -> str:
-    digest = hashlib.md5()
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file ('md5', 'sha256', ...), read in blocks."""
     with open(path, "rb") as fh:
-        while block := fh.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def _fetch(url: str, part: Path, timeout: float) -> None:
@@ -149,7 +139,7 @@ def download(
         wait = backoff * 2**attempt
         log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
         time.sleep(wait)
-    actual = file_md5(part)
+    actual = file_digest(part, "md5")
     if actual != md5:
         part.unlink(missing_ok=True)
         raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}")
@@ -293,7 +283,7 @@ def write_contigs(
         selected = select_contigs(order, wanted, fasta)
         summary = {
             "input": str(fasta),
-            "sha256": file_sha256(fasta),
+            "sha256": file_digest(fasta, "sha256"),
             "size": Path(fasta).stat().st_size,
             "splice_n": splice_n,
             "contigs": {name: per_contig[name] for name in selected},
