@@ -238,21 +238,18 @@ def test_finalize_errors_leave_nothing(contigs, chunk_files, tmp_path):
 # ---------------------------------------------------------------------------------------- reading
 
 
-def test_iter_sequences_shards_evenly(chunk_files, tmp_path, monkeypatch):
+def test_stream_is_seeded_resumable_and_covers_each_epoch(chunk_files, tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "ROW_GROUP_ROWS", 64)
     corpus.finalize(chunk_files, tmp_path / "c")
     paths = sorted((tmp_path / "c" / "train").glob("*.parquet"))
-    everything = list(corpus.iter_sequences(paths))
-    assert everything == [q for p in paths for q in columns(p)["sequence"]]
-    assert corpus.count_rows(paths) == len(everything)
-    parts = [list(corpus.iter_sequences(paths, rank, 3)) for rank in range(3)]
-    assert [q for part in parts for q in part] == everything  # contiguous, disjoint, complete
-    assert [corpus.count_rows(paths, r, 3) for r in range(3)] == [len(p) for p in parts]
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
     assert pq.ParquetFile(paths[0]).num_row_groups > 3
-    assert parts == [list(corpus.iter_sequences(paths, rank, 3)) for rank in range(3)]
-    with pytest.raises(CmgemsError):
-        next(corpus.iter_sequences(paths, 3, 3))
+    stream = corpus.CorpusStream(paths, seed=3, buffer_groups=2)
+    first = [s for _, s in zip(range(2 * stream.total), stream.iterate(0))]
+    assert sorted(first[: stream.total]) == sorted(q for p in paths for q in columns(p)["sequence"])
+    assert first[: stream.total] != first[stream.total :]  # reshuffled per epoch
+    assert [s for _, s in zip(range(50), stream.iterate(137))] == first[137:187]
+    other = corpus.CorpusStream(paths, seed=4, buffer_groups=2)
+    assert [s for _, s in zip(range(50), other.iterate(0))] != first[:50]
 
 
 # ---------------------------------------------------------------------------------------- real data

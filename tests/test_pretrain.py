@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file
 
 from cmgems import kmers
-from cmgems.pretrain import CorpusStream
 
 
 def write_corpus(root: Path, n_train: int = 600, n_val: int = 64, length: int = 60, seed: int = 0) -> Path:
@@ -65,16 +64,6 @@ def finished_run(corpus, tmp_path_factory) -> Path:
     result = run(pretrain_cmd(corpus, out, milestones=12))
     assert result.returncode == 0, result.stderr
     return out
-
-
-def test_stream_is_seeded_resumable_and_covers_each_epoch(corpus):
-    stream = CorpusStream(sorted((corpus / "train").glob("*.parquet")), seed=3, buffer_groups=2)
-    first = [s for _, s in zip(range(2 * stream.total), stream.iterate(0))]
-    assert sorted(first[: stream.total]) == sorted(first[stream.total :])  # each epoch is a permutation
-    assert first[: stream.total] != first[stream.total :]  # reshuffled per epoch
-    assert [s for _, s in zip(range(50), stream.iterate(437))] == first[437:487]
-    other = CorpusStream(sorted((corpus / "train").glob("*.parquet")), seed=4, buffer_groups=2)
-    assert [s for _, s in zip(range(50), other.iterate(0))] != first[:50]
 
 
 def test_run_leaves_loadable_models_metrics_and_summary(finished_run):

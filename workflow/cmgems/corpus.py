@@ -329,40 +329,46 @@ def input_provenance(contigs_summary: str | os.PathLike | None) -> dict | None:
 # ---------------------------------------------------------------------------------------- reading
 
 
-def _my_slices(paths: list[str | os.PathLike], rank: int, world_size: int):
-    """(ParquetFile, row group, first row, end row) covering rank's share of the concatenated rows.
+class CorpusStream:
+    """An endless, seeded, resumable stream of training sequences (bytes) from Parquet shards.
 
-    Rank r of W takes the contiguous global rows [N*r // W, N*(r+1) // W) of all files in order,
-    so shares differ by at most one row and each rank reads only the row groups it needs.
+    Each epoch shuffles the row groups, then the rows within buffers of `buffer_groups` row groups.
+    `iterate(start)` begins at global position `start` without reading what it skips.
     """
-    if not 0 <= rank < world_size:
-        raise CmgemsError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
-    files = [pq.ParquetFile(path) for path in paths]
-    groups = [(pf, g, pf.metadata.row_group(g).num_rows) for pf in files for g in range(pf.num_row_groups)]
-    total = sum(n for _, _, n in groups)
-    lo, hi = total * rank // world_size, total * (rank + 1) // world_size
-    first = 0
-    for pf, g, n in groups:
-        a, b = max(lo - first, 0), min(hi - first, n)
-        if a < b:
-            yield pf, g, a, b
-        first += n
 
+    def __init__(self, paths: list[Path], seed: int, buffer_groups: int = 16):
+        self.groups = []  # (path, row group index, rows)
+        for path in paths:
+            meta = pq.ParquetFile(path).metadata
+            self.groups += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+        self.total = sum(n for _, _, n in self.groups)
+        if self.total == 0:
+            raise CmgemsError(f"training corpus is empty: {[str(p) for p in paths]}")
+        self.seed, self.buffer_groups = seed, buffer_groups
 
-def iter_sequences(paths: list[str | os.PathLike], rank: int = 0, world_size: int = 1) -> Iterator[bytes]:
-    """Stream the `sequence` column of corpus shards as bytes, in file then row order.
+    def _read(self, members) -> list[bytes]:
+        seqs: list[bytes] = []
+        for m in members:
+            path, index, _ = self.groups[m]
+            seqs += pq.ParquetFile(path).read_row_group(index, columns=["sequence"]).column(0).to_pylist()
+        return seqs
 
-    Rank `rank` of `world_size` gets a contiguous, disjoint share of the rows, the shares differing
-    by at most one row (see `_my_slices`); the same arguments give the same sequence.
-    """
-    for pf, group, a, b in _my_slices(paths, rank, world_size):
-        column = pf.read_row_group(group, columns=["sequence"]).column(0)
-        yield from column.slice(a, b - a).to_pylist()
-
-
-def count_rows(paths: list[str | os.PathLike], rank: int = 0, world_size: int = 1) -> int:
-    """Number of sequences `iter_sequences(paths, rank, world_size)` yields (from Parquet metadata)."""
-    return sum(b - a for _, _, a, b in _my_slices(paths, rank, world_size))
+    def iterate(self, start: int = 0) -> Iterator[bytes]:
+        epoch, offset = divmod(start, self.total)
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
+            for b in range(0, len(order), self.buffer_groups):
+                members = order[b : b + self.buffer_groups]
+                size = sum(self.groups[m][2] for m in members)
+                if offset >= size:
+                    offset -= size
+                    continue
+                seqs = self._read(members)
+                perm = np.random.default_rng([self.seed, epoch, b]).permutation(size)
+                for i in perm[offset:]:
+                    yield seqs[i]
+                offset = 0
+            epoch += 1
 
 
 # ---------------------------------------------------------------------------------------- CLI

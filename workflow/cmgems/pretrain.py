@@ -21,13 +21,12 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 
 from cmgems import kmers, masking, models
+from cmgems.corpus import CorpusStream
 from cmgems.atomic import atomic_output, write_json
 from cmgems.errors import CmgemsError
 
@@ -73,48 +72,6 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------------------- data
-class CorpusStream:
-    """An endless, seeded, resumable stream of training sequences (bytes) from Parquet shards.
-
-    Each epoch shuffles the row groups, then the rows within buffers of `buffer_groups` row groups.
-    `iterate(start)` begins at global position `start` without reading what it skips.
-    """
-
-    def __init__(self, paths: list[Path], seed: int, buffer_groups: int = 16):
-        self.groups = []  # (path, row group index, rows)
-        for path in paths:
-            meta = pq.ParquetFile(path).metadata
-            self.groups += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
-        self.total = sum(n for _, _, n in self.groups)
-        if self.total == 0:
-            raise CmgemsError(f"training corpus is empty: {[str(p) for p in paths]}")
-        self.seed, self.buffer_groups = seed, buffer_groups
-
-    def _read(self, members) -> list[bytes]:
-        seqs: list[bytes] = []
-        for m in members:
-            path, index, _ = self.groups[m]
-            seqs += pq.ParquetFile(path).read_row_group(index, columns=["sequence"]).column(0).to_pylist()
-        return seqs
-
-    def iterate(self, start: int = 0) -> Iterator[bytes]:
-        epoch, offset = divmod(start, self.total)
-        while True:
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
-            for b in range(0, len(order), self.buffer_groups):
-                members = order[b : b + self.buffer_groups]
-                size = sum(self.groups[m][2] for m in members)
-                if offset >= size:
-                    offset -= size
-                    continue
-                seqs = self._read(members)
-                perm = np.random.default_rng([self.seed, epoch, b]).permutation(size)
-                for i in perm[offset:]:
-                    yield seqs[i]
-                offset = 0
-            epoch += 1
-
-
 def shard_paths(corpus: str | Path, split: str) -> list[Path]:
     paths = sorted(Path(corpus, split).glob("*.parquet"))
     if not paths:
