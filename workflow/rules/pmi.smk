@@ -9,13 +9,14 @@ rule pmi_count:
         "benchmarks/out/{genome}/pmi_count/{contig}.tsv"
     conda:
         "../../envs/core.yaml"
+    threads: 2
     resources:
         mem_mb=4000,
     params:
         max_n=config["pmi"]["max_n"],
     shell:
         "python -m cmgems.cli pmi count --contigs {input}/{wildcards.contig}.parquet --max-n {params.max_n} "
-        "--out {output} > {log} 2>&1"
+        "--threads {threads} --out {output} > {log} 2>&1"
 
 
 rule pmi_merge:
