@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 
@@ -320,14 +321,16 @@ def train(s: Settings) -> dict:
         loss_sum, correct, total, step_tokens = 0.0, 0, 0, 0
         for micro in range(s.grad_accum):
             seqs = [next(source) for _ in range(s.batch_size * dist.world_size)][dist.rank :: dist.world_size]
-            ids = torch.from_numpy(kmers.encode_batch(seqs, s.k, s.max_positions)).to(dist.device)
+            batch = kmers.encode_batch(seqs, s.k, s.max_positions)
+            ids = torch.from_numpy(batch).to(dist.device, non_blocking=True)
             inputs, labels = masker(ids, step=step, generator=gen)
             sync = micro == s.grad_accum - 1 or dist.world_size == 1
             with (ddp.no_sync() if not sync else contextlib.nullcontext()), autocast(dist):
                 loss, n, right = ddp(inputs, ids.ne(kmers.PAD_ID), labels)
                 (loss / max(n, 1) / s.grad_accum).backward()
             loss_sum += float(loss.detach()) / max(n, 1)
-            correct, total, step_tokens = correct + int(right), total + n, step_tokens + int(ids.ne(kmers.PAD_ID).sum())
+            correct, total = correct + int(right), total + n
+            step_tokens += int(np.count_nonzero(batch != kmers.PAD_ID))
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
         optimizer.step()
         scheduler.step()
