@@ -22,3 +22,18 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"real data not found at {SHARED_DATA} (set CMGEMS_SHARED_DATA or check out beside shared/)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def local_demo(tmp_path_factory) -> Path:
+    """The demo DAG (config/demo.yaml) run once per session on 2 local cores; its working directory."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("demo")
+    (workdir / "resources").symlink_to(REPO / "resources")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", "--configfile", str(REPO / "config" / "demo.yaml")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir

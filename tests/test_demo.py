@@ -22,12 +22,8 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("demo")
-    (workdir / "resources").symlink_to(REPO / "resources")
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return workdir
+def demo(local_demo) -> Path:
+    return local_demo  # tests/conftest.py: run once per session, shared with tests/test_slurm.py
 
 
 def test_report_tables_and_figures_are_written(demo):

@@ -57,6 +57,8 @@ def stage_resources(section, **fallback):
     merged = dict(fallback)
     merged.update(config.get("resources", {}).get("default", {}))
     merged.update(section.get("resources", {}))
+    if not merged.get("gpu"):
+        merged.pop("gpu_model", None)  # the plugin would ask for --gpus=model:0
     return merged
 
 

@@ -70,7 +70,7 @@ rule baseline_fewshot:
     threads: 1
     params:
         k=K,
-        meta=fewshot_meta,
+        meta=lambda w: fewshot_meta(w),
     shell:
         "python -m cmgems.cli baseline --train {input.train} --test {input.test} "
         "--out $(dirname {output.metrics}) --k {params.k} --seed {wildcards.seed} "
