@@ -110,11 +110,6 @@ def dilate(marks: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return sliding(marks, -hi, -lo, torch.logical_or)
 
 
-def window_min(values: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """(B, L): min of values[:, c+lo .. c+hi] (clipped to 0..L-1) for each c."""
-    return sliding(values, lo, hi, torch.minimum)
-
-
 def row_counts(marks: torch.Tensor) -> torch.Tensor:
     """int64 (B,): marked entries per row (a cumsum: row reductions stall on a busy 2-core CPU)."""
     return marks.cumsum(dim=1, dtype=torch.int64)[:, -1]
@@ -199,17 +194,22 @@ class RankTable:
         out[: kmers.NUM_SPECIAL] = self.worst
         return out
 
-    def keys(self, input_ids: torch.Tensor, maskable: torch.Tensor, by_position: bool = False) -> torch.Tensor:
-        """int32 (B, L) sort keys; `by_position` ranks positions, not tokens (reproduce_reference_bugs)."""
-        length = input_ids.shape[1]
+    def keys_at(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, by_position: bool = False) -> torch.Tensor:
+        """int32 sort keys of `tokens` standing at `positions` (int64, same shape) of sequences of
+        `length` tokens; `by_position` ranks positions, not tokens (reproduce_reference_bugs)."""
         if self.excluded_key(length) >= 2**31:
             raise CmgemsError(f"sequences of {length} tokens are too long for PMI sort keys")
         if by_position:
-            ranks = self.position_ranks(length, input_ids.device).expand_as(input_ids)
+            ranks = self.position_ranks(length, tokens.device)[positions]
         else:
-            ranks = self.ranks_on(input_ids.device).index_select(0, input_ids.reshape(-1)).view_as(input_ids)
-        positions = torch.arange(length, dtype=torch.int32, device=input_ids.device)
-        return torch.where(maskable, ranks * length + positions, self.excluded_key(length))
+            ranks = self.ranks_on(tokens.device)[tokens]
+        return torch.where(tokens >= kmers.NUM_SPECIAL, ranks * length + positions.to(torch.int32), self.excluded_key(length))
+
+    def keys(self, input_ids: torch.Tensor, by_position: bool = False) -> torch.Tensor:
+        """int32 (B, L) sort keys of every position of a batch."""
+        length = input_ids.shape[1]
+        positions = torch.arange(length, device=input_ids.device).expand_as(input_ids)
+        return self.keys_at(input_ids, positions, length, by_position)
 
     def excluded_key(self, length: int) -> int:
         """A key above every maskable position's key."""
@@ -282,8 +282,9 @@ class PmiStrategy(CentreStrategy):
 
     USES_RANKS = True
 
-    def keys(self, input_ids: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
-        return self.ranks.keys(input_ids, maskable, by_position=self.options["reproduce_reference_bugs"])
+    @property
+    def by_position(self) -> bool:
+        return self.options["reproduce_reference_bugs"]
 
 
 @register("genemask")
@@ -296,11 +297,12 @@ class GeneMask(PmiStrategy):
 
     def kept_best_positions(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """Bool (B, L): the best-PMI position of every kept span. Works on the list of centres."""
-        maskable = maskable_positions(input_ids)
         length = input_ids.shape[1]
-        best_key = window_min(self.keys(input_ids, maskable), *SPAN_OFFSETS[self.k])
         rows, cols = centres.nonzero(as_tuple=True)  # row-major: sorted by row, then position
-        centre_key = best_key[rows, cols]
+        lo, hi = SPAN_OFFSETS[self.k]  # each centre's span, clipped (a clipped index repeats an edge inside it)
+        span = (cols.unsqueeze(1) + torch.arange(lo, hi + 1, device=cols.device)).clamp_(0, length - 1)
+        keys = self.ranks.keys_at(input_ids[rows.unsqueeze(1), span], span, length, self.by_position)
+        centre_key = keys.amin(dim=1)
         n_centres = torch.bincount(rows, minlength=input_ids.shape[0])
         half = (n_centres + 1) // 2
         n_kept = torch.where(half >= MIN_SEGMENTS_TO_SELECT, half, n_centres)
@@ -326,7 +328,7 @@ class GlobalPmi(PmiStrategy):
 
     def best_positions(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """Bool (B, L): the best-ranked maskable positions, as many per row as the row has centres."""
-        return smallest_k(self.keys(input_ids, maskable_positions(input_ids)), row_counts(centres))
+        return smallest_k(self.ranks.keys(input_ids, self.by_position), row_counts(centres))
 
     def expand(self, input_ids, centres):
         spans = dilate(self.best_positions(input_ids, centres), -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
