@@ -208,7 +208,7 @@ def test_api_and_json_state(name):
     st.integers(-6, 0),
     st.integers(0, 6),
 )
-def test_dilate_matches_naive(rows, lo, hi):
+def test_dilate_and_mark_spans_match_naive(rows, lo, hi):
     marks = torch.tensor(rows)
     length = marks.shape[1]
     dilated = masking.dilate(marks, lo, hi)
@@ -216,6 +216,7 @@ def test_dilate_matches_naive(rows, lo, hi):
         for p in range(length):
             covered = any(bool(marks[i, c]) for c in range(p - hi, p - lo + 1) if 0 <= c < length)
             assert bool(dilated[i, p]) == covered
+    assert torch.equal(masking.mark_spans(marks.shape, *marks.nonzero(as_tuple=True), lo, hi), dilated)
 
 
 @FAST
@@ -230,14 +231,29 @@ def test_smallest_k_takes_the_k_smallest(rows, seed):
 
 
 @FAST
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=30))
-def test_rank_within_rows(entries):
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=30), st.integers(0, 2**31), st.booleans())
+def test_smallest_per_row(entries, seed, by_key):
+    entries = sorted(entries, key=lambda e: e[0])  # rows sorted, keys in any order within a row
     rows = torch.tensor([r for r, _ in entries], dtype=torch.int64)
     keys = torch.tensor([key for _, key in entries], dtype=torch.int64)
-    rank = masking.rank_within_rows(rows, keys, 4)
-    for i, (r, key) in enumerate(entries):
-        before = [j for j, (r2, k2) in enumerate(entries) if r2 == r and (k2 < key or (k2 == key and j < i))]
-        assert int(rank[i]) == len(before)
+    per_row = torch.bincount(rows, minlength=4)
+    counts = torch.from_numpy(np.random.default_rng(seed).integers(0, per_row.numpy() + 1))
+    taken = masking.smallest_per_row(rows, keys if by_key else None, per_row, counts)
+    expected = []
+    for r in range(4):
+        in_row = [i for i, (r2, _) in enumerate(entries) if r2 == r]
+        if by_key:
+            in_row.sort(key=lambda i: entries[i][1])  # stable: ties keep entry order
+        expected += in_row[: int(counts[r])]
+    assert sorted(taken.tolist()) == sorted(expected)
+
+
+def kept_best_mask(strategy, ids, centres) -> torch.Tensor:
+    """Bool (B, L): GeneMask's kept best positions for the centres (bool (B, L))."""
+    rows, cols = strategy.kept_best_positions(ids, *centres.nonzero(as_tuple=True))
+    mask = torch.zeros_like(centres)
+    mask[rows, cols] = True
+    return mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,7 +312,7 @@ def test_genemask_matches_loop_implementation(batch, seed, bugs, n_distinct, p):
     strategy = build("genemask", k=k, ranks=ranks, reproduce_reference_bugs=bugs).strategy
     centres = masking.draw_centres(masking.maskable_positions(ids), p, generator(seed))
     expected_mask, expected_best = loop_genemask(ids, centres, ranks, k, bugs)
-    assert torch.equal(strategy.kept_best_positions(ids, centres), expected_best)
+    assert torch.equal(kept_best_mask(strategy, ids, centres), expected_best)
     assert torch.equal(strategy.expand(ids, centres), expected_mask)
 
 
@@ -310,7 +326,7 @@ def test_genemask_kept_spans_hold_their_best_position(seed, n_distinct, n_centre
     centres = torch.zeros_like(ids, dtype=torch.bool)
     centres[0, 10 : 10 + 8 * n_centres : 8] = True
     strategy = build("genemask", ranks=ranks).strategy
-    best = strategy.kept_best_positions(ids, centres)[0].numpy()
+    best = kept_best_mask(strategy, ids, centres)[0].numpy()
     row = ids[0].numpy()
     span_best = []
     for c in np.flatnonzero(centres[0].numpy()):
@@ -335,8 +351,8 @@ def test_reference_bugs_make_genemask_depend_only_on_position():
     buggy = build("genemask", ranks=ranks, reproduce_reference_bugs=True).strategy
     correct = build("genemask", ranks=ranks).strategy
     assert torch.equal(buggy.expand(a, centres), buggy.expand(b, centres))
-    assert torch.equal(buggy.kept_best_positions(a, centres), buggy.kept_best_positions(b, centres))
-    assert not torch.equal(correct.kept_best_positions(a, centres), correct.kept_best_positions(b, centres))
+    assert torch.equal(kept_best_mask(buggy, a, centres), kept_best_mask(buggy, b, centres))
+    assert not torch.equal(kept_best_mask(correct, a, centres), kept_best_mask(correct, b, centres))
 
 
 def test_reference_bugs_rank_positions_one_to_four_worst():
@@ -350,7 +366,7 @@ def test_reference_bugs_rank_positions_one_to_four_worst():
     centres = torch.zeros_like(ids, dtype=torch.bool)
     centres[0, 3] = True  # span 1..6: positions 1-4 would win with rank 0
     strategy = build("genemask", ranks=ranks, reproduce_reference_bugs=True).strategy
-    assert np.flatnonzero(strategy.kept_best_positions(ids, centres)[0].numpy()).tolist() == [5]
+    assert np.flatnonzero(kept_best_mask(strategy, ids, centres)[0].numpy()).tolist() == [5]
 
 
 # ----------------------------------------------------------------------------------------------

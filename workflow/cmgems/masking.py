@@ -115,14 +115,16 @@ def row_counts(marks: torch.Tensor) -> torch.Tensor:
     return marks.cumsum(dim=1, dtype=torch.int64)[:, -1]
 
 
-def rank_within_rows(rows: torch.Tensor, keys: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """int64 (N,): the 0-based rank of entry i among the entries of its row rows[i] by keys[i] (int,
-    in [0, 2**31)); ties go to the earlier entry."""
-    counts = torch.bincount(rows, minlength=n_rows)
-    order = torch.argsort(rows * 2**31 + keys, stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=rows.device)
-    return rank - (torch.cumsum(counts, 0) - counts)[rows]
+def smallest_per_row(rows: torch.Tensor, keys: torch.Tensor | None, per_row: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """int64 (M,): indices of the entries holding, in each row r, the `counts[r]` smallest keys (ties:
+    the earlier entry); `keys` None takes the first `counts[r]` entries of the row. rows: int64 (N,),
+    sorted ascending; keys: int (N,) in [0, 2**31); per_row: int64 (B,), entries per row; counts:
+    int64 (B,)."""
+    index = torch.arange(rows.numel(), device=rows.device)
+    order = index if keys is None else torch.argsort(rows * 2**31 + keys, stable=True)
+    sorted_rows = rows.index_select(0, order)  # still grouped by row, each row's entries by key
+    first_of_row = per_row.cumsum(0) - per_row
+    return order[index - first_of_row.index_select(0, sorted_rows) < counts.index_select(0, sorted_rows)]
 
 
 def smallest_k(keys: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -137,26 +139,39 @@ def smallest_k(keys: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return (keys <= threshold) & (counts > 0).unsqueeze(1)
 
 
+def mark_spans(shape: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Bool `shape` (B, L): positions cols+lo .. cols+hi (clipped to 0..L-1) of rows `rows` (int64 (N,)
+    each, a list of positions). One index_fill_ into a flat view: no (B, L) pass per offset."""
+    length = shape[1]
+    offsets = torch.arange(lo, hi + 1, device=cols.device)
+    flat = rows.unsqueeze(1) * length + (cols.unsqueeze(1) + offsets).clamp_(0, length - 1)
+    marks = torch.zeros(shape, dtype=torch.bool, device=cols.device)
+    marks.view(-1).index_fill_(0, flat.view(-1), True)
+    return marks
+
+
 def bert_corrupt(
     input_ids: torch.Tensor, chosen: torch.Tensor, vocab_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's corruption of the `chosen` positions (bool (B, L)): 80% [MASK], 10% a random k-mer id
     (uniform over NUM_SPECIAL..vocab_size-1, never a special token), 10% unchanged.
 
-    Returns (inputs, labels), both int64 (B, L): labels hold the original id at chosen positions and
-    IGNORE_INDEX (-100) elsewhere. `input_ids` is not modified. One integer draw per position, uniform
-    over 10 x (number of k-mers), decides both the branch (first 8 tenths, next tenth, last tenth) and
-    the random id (its offset within the random tenth).
+    Returns (inputs, labels), both int64 (B, L) and contiguous: labels hold the original id at chosen
+    positions and IGNORE_INDEX (-100) elsewhere. `input_ids` is not modified. One integer draw per
+    chosen position (row-major order), uniform over 10 x (number of k-mers), decides both the branch
+    (first 8 tenths, next tenth, last tenth) and the random id (its offset within the random tenth).
     """
     n_kmers = vocab_size - kmers.NUM_SPECIAL
     mask_below = round(10 * MASK_FRACTION) * n_kmers  # draws in [0, mask_below) -> [MASK]
     random_below = mask_below + round(10 * RANDOM_FRACTION) * n_kmers  # [mask_below, random_below) -> random id
-    draw = torch.randint(0, 10 * n_kmers, input_ids.shape, generator=generator, device=input_ids.device)
-    draw.masked_fill_(~chosen, random_below)  # not chosen: the "unchanged" branch
-    to_random = (draw >= mask_below) & (draw < random_below)
-    inputs = torch.where(to_random, draw - (mask_below - kmers.NUM_SPECIAL), input_ids)
-    inputs.masked_fill_(draw < mask_below, kmers.MASK_ID)
-    labels = input_ids.masked_fill(~chosen, IGNORE_INDEX)
+    inputs = input_ids.clone(memory_format=torch.contiguous_format)
+    where = chosen.reshape(-1).nonzero().squeeze(1)  # flat indices of the chosen positions
+    original = inputs.view(-1).index_select(0, where)
+    draw = torch.randint(0, 10 * n_kmers, where.shape, generator=generator, device=inputs.device)
+    replaced = torch.where(draw < mask_below, kmers.MASK_ID, draw - (mask_below - kmers.NUM_SPECIAL))
+    inputs.view(-1).index_copy_(0, where, torch.where(draw < random_below, replaced, original))
+    labels = torch.full_like(inputs, IGNORE_INDEX)
+    labels.view(-1).index_copy_(0, where, original)
     return inputs, labels
 
 
@@ -200,9 +215,9 @@ class RankTable:
         if self.excluded_key(length) >= 2**31:
             raise CmgemsError(f"sequences of {length} tokens are too long for PMI sort keys")
         if by_position:
-            ranks = self.position_ranks(length, tokens.device)[positions]
+            ranks = self.position_ranks(length, tokens.device).take(positions)
         else:
-            ranks = self.ranks_on(tokens.device)[tokens]
+            ranks = self.ranks_on(tokens.device).take(tokens)
         return torch.where(tokens >= kmers.NUM_SPECIAL, ranks * length + positions.to(torch.int32), self.excluded_key(length))
 
     def keys(self, input_ids: torch.Tensor, by_position: bool = False) -> torch.Tensor:
@@ -295,27 +310,27 @@ class GeneMask(PmiStrategy):
 
     DEFAULTS = {"centre_probability": 0.0176, "reproduce_reference_bugs": False}
 
-    def kept_best_positions(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        """Bool (B, L): the best-PMI position of every kept span. Works on the list of centres."""
-        length = input_ids.shape[1]
-        rows, cols = centres.nonzero(as_tuple=True)  # row-major: sorted by row, then position
+    def kept_best_positions(self, input_ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        """(rows, positions), int64 (N,) each: the best-PMI position of every kept span, given the
+        centres as (rows, cols) lists in row-major order (int64 (C,) each)."""
+        n_rows, length = input_ids.shape
         lo, hi = SPAN_OFFSETS[self.k]  # each centre's span, clipped (a clipped index repeats an edge inside it)
         span = (cols.unsqueeze(1) + torch.arange(lo, hi + 1, device=cols.device)).clamp_(0, length - 1)
-        keys = self.ranks.keys_at(input_ids[rows.unsqueeze(1), span], span, length, self.by_position)
-        centre_key = keys.amin(dim=1)
-        n_centres = torch.bincount(rows, minlength=input_ids.shape[0])
+        tokens = input_ids.take(rows.unsqueeze(1) * length + span)
+        centre_key = self.ranks.keys_at(tokens, span, length, self.by_position).amin(dim=1)
+        n_centres = torch.bincount(rows, minlength=n_rows)
         half = (n_centres + 1) // 2
         n_kept = torch.where(half >= MIN_SEGMENTS_TO_SELECT, half, n_centres)
         # the best half by rank (ties by position); with the reference bugs the first half by position
-        order_key = torch.zeros_like(centre_key) if self.options["reproduce_reference_bugs"] else centre_key
-        kept = rank_within_rows(rows, order_key, input_ids.shape[0]) < n_kept[rows]
-        best = torch.zeros_like(centres)
-        best[rows[kept], (centre_key[kept] % length).long()] = True
-        return best
+        sort_key = None if self.options["reproduce_reference_bugs"] else centre_key
+        kept = smallest_per_row(rows, sort_key, n_centres, n_kept)
+        return rows.index_select(0, kept), (centre_key.index_select(0, kept) % length).long()
 
     def expand(self, input_ids, centres):
-        spans = dilate(centres, *SPAN_OFFSETS[self.k])
-        spans |= dilate(self.kept_best_positions(input_ids, centres), -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
+        rows, cols = centres.nonzero(as_tuple=True)  # row-major: sorted by row, then position
+        spans = mark_spans(input_ids.shape, rows, cols, *SPAN_OFFSETS[self.k])
+        best_rows, best_cols = self.kept_best_positions(input_ids, rows, cols)
+        spans |= mark_spans(input_ids.shape, best_rows, best_cols, -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
         return spans & maskable_positions(input_ids)
 
 
