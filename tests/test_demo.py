@@ -55,6 +55,8 @@ def test_cm_gems_switches_and_pretraining_table_agrees(demo):
     metrics = pd.read_csv(demo / "results" / "demo" / "models" / "tiny" / "cm_gems" / "300" / "metrics.csv")
     switched = metrics[metrics["phase"] == "global_pmi"]["step"]
     assert switched.min() == table.loc["cm_gems", "switch_step"] + 1
+    log = (demo / "logs" / "demo" / "pretrain" / "tiny" / "cm_gems" / "300.log").read_text()
+    assert f"step {int(table.loc['cm_gems', 'switch_step'])}: curriculum cm_gems switches to global_pmi" in log
 
 
 def test_snakemake_html_report(demo):

@@ -346,6 +346,9 @@ def train(s: Settings) -> dict:
         if step % s.eval_interval == 0 or step == s.max_steps:
             row.update(evaluate(objective, masker, val_batches, step, s.seed, dist))
             masker.observe_validation(step, row["val_ppl"])
+            if masker.switch_step == step and dist.main:
+                log.info("step %d: curriculum %s switches to %s (validation perplexity %.3f)",
+                         step, masker.name, masker.phase, row["val_ppl"])
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens_seen / max(train_seconds, 1e-9):,.0f}", phase=masker.phase)
         if dist.main:
