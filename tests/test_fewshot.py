@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,13 +24,14 @@ def pool(tmp_path):
     return path
 
 
+def fewshot_cli(out: Path, *args: str):
+    """Run `cmgems fewshot ARGS --out OUT`; (sequences, labels) of the file it wrote."""
+    assert cli.main(["fewshot", *args, "--out", str(out)]) == 0
+    return read_labelled(out)
+
+
 def test_sample_per_class_and_seeded(pool, tmp_path):
-    out = tmp_path / "s.csv"
-    assert (
-        cli.main(["fewshot", "sample", "--pool", str(pool), "--shots", "5", "--seed", "3", "--out", str(out)])
-        == 0
-    )
-    seqs, labels = read_labelled(out)
+    seqs, labels = fewshot_cli(tmp_path / "s.csv", "sample", "--pool", str(pool), "--shots", "5", "--seed", "3")
     pool_seqs, pool_labels = read_labelled(pool)
     assert np.bincount(labels).tolist() == [5, 5, 5]
     assert all(pool_labels[pool_seqs.index(s)] == y for s, y in zip(seqs, labels))
@@ -86,12 +88,7 @@ def test_pooled_real_files(shared_data, relpath, shots, classes):
 @pytest.mark.realdata
 def test_pooled_cli_splice40(shared_data, tmp_path):
     path = shared_data / "fewshot/genemask/Splice-40/10/train_splice40_10.tsv"
-    out = tmp_path / "run3.csv"
-    assert (
-        cli.main(["fewshot", "pooled", "--file", str(path), "--shots", "10", "--run", "3", "--out", str(out)])
-        == 0
-    )
-    seqs, labels = read_labelled(out)
+    seqs, labels = fewshot_cli(tmp_path / "run3.csv", "pooled", "--file", str(path), "--shots", "10", "--run", "3")
     all_seqs, all_labels = read_labelled(path)
     expected = pooled_indices(all_labels, 10, 3)
     assert seqs == [all_seqs[i] for i in expected] and np.bincount(labels).tolist() == [10, 10, 10]
@@ -99,8 +96,7 @@ def test_pooled_cli_splice40(shared_data, tmp_path):
     # A file holding one set (Prom-core 10-shot = 20 rows) gives that set to every run.
     single = str(shared_data / "fewshot/genemask/Prom-core/10/train.tsv")
     for run in (0, 7):
-        assert cli.main(["fewshot", "pooled", "--file", single, "--shots", "10", "--run", str(run),
-                         "--out", str(tmp_path / f"run{run}.csv")]) == 0
+        fewshot_cli(tmp_path / f"run{run}.csv", "pooled", "--file", single, "--shots", "10", "--run", str(run))
     assert (tmp_path / "run0.csv").read_bytes() == (tmp_path / "run7.csv").read_bytes()
     assert read_labelled(tmp_path / "run0.csv")[0] == read_labelled(single)[0]
 

@@ -44,6 +44,11 @@ def subset(src, dst, n, seed=0):
     return dst
 
 
+def task_subsets(task, tmp_path, **sizes):
+    """Random subsets of a GUE task's splits, e.g. task_subsets(task, tmp, train=500, dev=150)."""
+    return [subset(task / f"{split}.csv", tmp_path / f"{split}.csv", n) for split, n in sizes.items()]
+
+
 def check_outputs(out, n_test):
     """metrics.json has its fields, and its metrics equal those recomputed from predictions.parquet."""
     result = json.loads((out / "metrics.json").read_text())
@@ -94,8 +99,7 @@ def test_tiny_model_tokenizer(tiny):
 @pytest.mark.realdata
 def test_gue_prom_core_tata_with_dev(tiny, shared_data, tmp_path):
     task = shared_data / "gue" / "prom" / "prom_core_tata"
-    train = subset(task / "train.csv", tmp_path / "train.csv", 500)
-    dev = subset(task / "dev.csv", tmp_path / "dev.csv", 150)
+    train, dev = task_subsets(task, tmp_path, train=500, dev=150)
     out = tmp_path / "run"
     meta = {
         "kind": "gue",
@@ -185,9 +189,7 @@ def test_fewshot_prom_core_10_shot(tiny, shared_data, tmp_path):
 @pytest.mark.realdata
 def test_same_seed_same_bytes(tiny, shared_data, tmp_path):
     task = shared_data / "gue" / "mouse" / "2"
-    train = subset(task / "train.csv", tmp_path / "train.csv", 120)
-    dev = subset(task / "dev.csv", tmp_path / "dev.csv", 40)
-    test = subset(task / "test.csv", tmp_path / "test.csv", 60)
+    train, dev, test = task_subsets(task, tmp_path, train=120, dev=40, test=60)
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         s = Settings(

@@ -35,40 +35,22 @@ def _write(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc))
 
 
+def _record(kind: str, method, seed: int, metrics: dict, **fields) -> dict:
+    genome, model, masking, steps = method
+    return {"kind": kind, "genome": genome, "model": model, "masking": masking, "steps": steps,
+            **fields, "seed": seed, "metrics": metrics}
+
+
 def _gue(root: Path, method, task: str, seed: int, rng) -> None:
     genome, model, masking, steps = method
-    doc = {
-        "kind": "gue",
-        "genome": genome,
-        "model": model,
-        "masking": masking,
-        "steps": steps,
-        "task": task,
-        "seed": seed,
-        "metrics": _metrics(rng),
-        "n_train": 100,
-        "n_test": 20,
-        "train_seconds": 1.5,
-    }
+    doc = _record("gue", method, seed, _metrics(rng), task=task, n_train=100, n_test=20, train_seconds=1.5)
     _write(root / genome / "gue" / model / masking / str(steps) / task / f"seed{seed}" / "metrics.json", doc)
 
 
 def _fewshot(root: Path, method, dataset: str, shots: int, seed: int, rng) -> None:
     genome, model, masking, steps = method
-    doc = {
-        "kind": "fewshot",
-        "genome": genome,
-        "model": model,
-        "masking": masking,
-        "steps": steps,
-        "dataset": dataset,
-        "shots": shots,
-        "seed": seed,
-        "metrics": {**_metrics(rng), "auc": 0.7},
-        "n_train": 2 * shots,
-        "n_test": 50,
-        "train_seconds": 0.5,
-    }
+    doc = _record("fewshot", method, seed, {**_metrics(rng), "auc": 0.7}, dataset=dataset, shots=shots,
+                  n_train=2 * shots, n_test=50, train_seconds=0.5)
     base = (
         root / "baseline" / "fewshot"
         if masking == "none"
