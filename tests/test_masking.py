@@ -208,7 +208,7 @@ def test_api_and_json_state(name):
     st.integers(-6, 0),
     st.integers(0, 6),
 )
-def test_dilate_and_mark_spans_match_naive(rows, lo, hi):
+def test_dilate_matches_naive(rows, lo, hi):
     marks = torch.tensor(rows)
     length = marks.shape[1]
     dilated = masking.dilate(marks, lo, hi)
@@ -216,7 +216,6 @@ def test_dilate_and_mark_spans_match_naive(rows, lo, hi):
         for p in range(length):
             covered = any(bool(marks[i, c]) for c in range(p - hi, p - lo + 1) if 0 <= c < length)
             assert bool(dilated[i, p]) == covered
-    assert torch.equal(masking.mark_spans(marks.shape, *marks.nonzero(as_tuple=True), lo, hi), dilated)
 
 
 @FAST

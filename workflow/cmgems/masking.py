@@ -76,8 +76,10 @@ def needs_ranks(name: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------
 # Vectorized building blocks: shapes (B, L), bool masks, no loop over rows, centres or positions.
-# On CPU they avoid ops that go multi-threaded on a 64 x 512 batch (padded copies, row reductions,
-# advanced-indexing gathers): on a busy 2-core machine those stall for milliseconds.
+# A batch costs a few dozen small torch ops, so their number is what counts: the sparse parts (centres,
+# spans, chosen positions) work on flat index lists (`nonzero`, `take`, `index_fill_`, `index_copy_`)
+# rather than on whole (B, L) tensors, and row reductions and advanced-indexing gathers are avoided
+# (on a busy 2-core CPU they go multi-threaded and stall for milliseconds).
 
 
 def maskable_positions(input_ids: torch.Tensor) -> torch.Tensor:
@@ -91,23 +93,9 @@ def draw_centres(maskable: torch.Tensor, probability: float, generator: torch.Ge
     return (u < probability) & maskable
 
 
-def sliding(values: torch.Tensor, lo: int, hi: int, op) -> torch.Tensor:
-    """(B, L): op-reduction of values[:, p+lo .. p+hi] (clipped to 0..L-1) for each p, lo <= 0 <= hi;
-    op is a binary torch function taking out= (torch.minimum, torch.logical_or). One in-place op per
-    offset on shifted views: no padded copies (their fills run multi-threaded and stall on a busy CPU)."""
-    length = values.shape[1]
-    out = values.clone()
-    for d in range(max(lo, 1 - length), min(hi, length - 1) + 1):  # a loop over offsets only
-        if d > 0:
-            op(out[:, : length - d], values[:, d:], out=out[:, : length - d])
-        elif d < 0:
-            op(out[:, -d:], values[:, : length + d], out=out[:, -d:])
-    return out
-
-
 def dilate(marks: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """Bool (B, L): positions c+lo .. c+hi of every marked c (clipped to 0..L-1)."""
-    return sliding(marks, -hi, -lo, torch.logical_or)
+    return mark_spans(marks.shape, *marks.nonzero(as_tuple=True), lo, hi)
 
 
 def row_counts(marks: torch.Tensor) -> torch.Tensor:
