@@ -95,7 +95,7 @@ def draw_centres(maskable: torch.Tensor, probability: float, generator: torch.Ge
 
 def dilate(marks: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """Bool (B, L): positions c+lo .. c+hi of every marked c (clipped to 0..L-1)."""
-    return mark_spans(marks.shape, *marks.nonzero(as_tuple=True), lo, hi)
+    return mark_spans(torch.zeros_like(marks, dtype=torch.bool), *marks.nonzero(as_tuple=True), lo, hi)
 
 
 def row_counts(marks: torch.Tensor) -> torch.Tensor:
@@ -127,15 +127,14 @@ def smallest_k(keys: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return (keys <= threshold) & (counts > 0).unsqueeze(1)
 
 
-def mark_spans(shape: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Bool `shape` (B, L): positions cols+lo .. cols+hi (clipped to 0..L-1) of rows `rows` (int64 (N,)
-    each, a list of positions). One index_fill_ into a flat view: no (B, L) pass per offset."""
-    length = shape[1]
+def mark_spans(marks: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Set positions cols+lo .. cols+hi (clipped to 0..L-1) of rows `rows` (int64 (N,) each, a list of
+    positions) in `marks` (bool (B, L), contiguous), in place; returns `marks`. One index_fill_ into a
+    flat view: no (B, L) pass per offset."""
+    length = marks.shape[1]
     offsets = torch.arange(lo, hi + 1, device=cols.device)
     flat = rows.unsqueeze(1) * length + (cols.unsqueeze(1) + offsets).clamp_(0, length - 1)
-    marks = torch.zeros(shape, dtype=torch.bool, device=cols.device)
-    marks.view(-1).index_fill_(0, flat.view(-1), True)
-    return marks
+    return marks.view(-1).index_fill_(0, flat.view(-1), True).view(marks.shape)
 
 
 def bert_corrupt(
@@ -316,9 +315,8 @@ class GeneMask(PmiStrategy):
 
     def expand(self, input_ids, centres):
         rows, cols = centres.nonzero(as_tuple=True)  # row-major: sorted by row, then position
-        spans = mark_spans(input_ids.shape, rows, cols, *SPAN_OFFSETS[self.k])
-        best_rows, best_cols = self.kept_best_positions(input_ids, rows, cols)
-        spans |= mark_spans(input_ids.shape, best_rows, best_cols, -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
+        spans = mark_spans(torch.zeros_like(centres), rows, cols, *SPAN_OFFSETS[self.k])
+        mark_spans(spans, *self.kept_best_positions(input_ids, rows, cols), -PMI_HALF_WIDTH, PMI_HALF_WIDTH)
         return spans & maskable_positions(input_ids)
 
 
