@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from cmgems import corpus, genome, kmers
@@ -120,10 +121,11 @@ def main() -> None:
         rss_pipeline = peak_rss_mib()
         shards = [work / "corpus" / s / f"{n}.parquet" for s in corpus.SPLITS for n in names]
         t0 = time.perf_counter()
-        stream = corpus.CorpusStream(shards, seed=0)
-        n_read = sum(1 for _, _ in zip(range(stream.total), stream.iterate(0)))
+        sequences = corpus.TrainingSequences(work / "corpus")
+        order = corpus.training_rows(np.arange(len(sequences)), len(sequences), seed=0)
+        n_read = sum(len(s) > 0 for i in range(0, len(order), 250) for s in sequences.get(order[i : i + 250]))
         t_read = time.perf_counter() - t0
-        print(f"CorpusStream: one shuffled epoch of {n_read} sequences in {t_read:.2f} s", flush=True)
+        print(f"TrainingSequences: one shuffled epoch of {n_read} sequences in {t_read:.2f} s", flush=True)
 
         baseline_chunks, slice_bp = [], 0
         for seq in pq.ParquetFile(shards[0]).read(columns=["sequence"]).column(0).to_pylist():

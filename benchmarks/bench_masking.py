@@ -46,11 +46,11 @@ def median_ms(fn, batches: list[torch.Tensor], repeats: int, warmup: int = 3) ->
     return float(np.median(times) * 1e3)
 
 
-def loop_genemask_batch(ids: torch.Tensor, ranks: np.ndarray, generator: torch.Generator):
+def loop_genemask_batch(ids: torch.Tensor, ranks: np.ndarray, draws: masking.Draws):
     """GeneMask the released code's way: draw centres, Python loops per row and centre, corrupt."""
-    centres = masking.draw_centres(masking.maskable_positions(ids), 0.0176, generator)
+    centres = masking.draw_centres(masking.maskable_positions(ids), 0.0176, draws)
     chosen = loop_genemask(ids, centres, ranks, K)[0]
-    return masking.bert_corrupt(ids, chosen, kmers.vocab_size(K), generator)
+    return masking.bert_corrupt(ids, chosen, kmers.vocab_size(K), draws)
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
     ranks = np.full(vocab, 4**K + 1, dtype=np.int64)
     ranks[kmers.NUM_SPECIAL :] = rng.permutation(4**K) + 1
     batches = [dna_batch(rng) for _ in range(8)]
-    generator = torch.Generator().manual_seed(SEED)
+    draws = masking.Draws(SEED, torch.arange(BATCH))  # keyed by (seed, sequence position), as in training
     command = " ".join([Path(sys.executable).name, *sys.argv])
     print(f"command: {command}", flush=True)
     print(f"cpu_count {os.cpu_count()}, torch threads {torch.get_num_threads()}, load {os.getloadavg()}", flush=True)
@@ -72,7 +72,7 @@ def main() -> None:
     ms: dict[str, float] = {}
     for name in masking.names():
         masker = masking.build(name, k=K, vocab_size=vocab, token_ranks=ranks, max_steps=100)
-        ms[name] = median_ms(lambda b: masker(b, step=50, generator=generator), batches, args.batches)
+        ms[name] = median_ms(lambda b: masker(b, step=50, draws=draws), batches, args.batches)
         print(f"{name:>12}: {ms[name]:8.3f} ms/batch   load {os.getloadavg()}", flush=True)
 
     from transformers import DataCollatorForLanguageModeling
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"HF torch_mask_tokens: {ms['hf_mask_tokens']:8.3f} ms/batch", flush=True)
     ms["hf_collator_call"] = median_ms(lambda b: collator([{"input_ids": row} for row in b]), batches, args.batches)
     print(f"HF collator(examples): {ms['hf_collator_call']:8.3f} ms/batch", flush=True)
-    ms["genemask_loop"] = median_ms(lambda b: loop_genemask_batch(b, ranks, generator), batches, args.loop_batches, 1)
+    ms["genemask_loop"] = median_ms(lambda b: loop_genemask_batch(b, ranks, draws), batches, args.loop_batches, 1)
     print(f"genemask loop: {ms['genemask_loop']:8.3f} ms/batch   load {os.getloadavg()}", flush=True)
 
     target_ratio = ms["genemask"] / GENEMASK_TARGET_MS

@@ -1,99 +1,94 @@
-"""Pretraining throughput: tokens/s and ms per optimiser step for `tiny`, `logo` (and `dnabert6`).
+"""Pretraining throughput of the real training loop: tokens/s and model FLOPs utilisation (MFU).
 
-On CPU: fp32, torch.set_num_threads(2). On a GPU: bf16 autocast, plus model FLOPs utilisation (MFU)
-against the GPU's bf16 dense peak (pass --peak-tflops; H100 SXM 989). Batches are full 512-position
-sequences masked with genemask (random PMI ranks), the training step is cmgems.pretrain's:
-MaskedLMObjective forward/backward, clip, AdamW.
+Writes a synthetic corpus of full-length chunks (510 6-mers: 512 positions with [CLS]/[SEP]) and a
+random PMI table to a temporary directory, runs `cmgems pretrain` (the rule's command: data-loader
+workers, genemask masking, checkpoints off) for --steps steps per model, and reads tokens/s (training
+time, the wait for data included; validation excluded) from metrics.csv (the median of the log
+intervals after the first, which includes starting the data-loader workers) and MFU from summary.json. On a GPU: bf16
+autocast, fused AdamW, MFU against the GPU's bf16 peak (cmgems.flops; --peak-tflops overrides).
 
-    python benchmarks/bench_pretrain.py [--models tiny logo] [--batch 8] [--steps 10]
+    python benchmarks/bench_pretrain.py [--models tiny logo] [--micro-batch 8] [--steps 30] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from cmgems import kmers, masking, models
-from cmgems.pretrain import MaskedLMObjective
-
-
-def training_flops_per_token(cfg, seq_len: int, masked_fraction: float) -> float:
-    """6 x matmul parameters per token, attention scores and values, the vocabulary head on masked tokens."""
-    d, layers, ffn = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
-    per_layer = 4 * d * d + 2 * d * ffn
-    attention = 2 * seq_len * d  # QK^T and AV, per token per layer
-    head = (d * d + d * cfg.vocab_size) * masked_fraction
-    return 6 * (layers * (per_layer + attention) + head)
+from cmgems import corpus, kmers
 
 
-def bench(name: str, batch: int, steps: int, device: torch.device) -> dict:
-    vocab = kmers.vocab_size(6)
-    model = models.masked_lm(models.bert_config(name, vocab, 512)).to(device)
-    objective = MaskedLMObjective(model).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    gen = torch.Generator(device=device).manual_seed(0)
-    ranks = torch.randperm(vocab, generator=torch.Generator().manual_seed(1)) + 1
-    masker = masking.build("genemask", k=6, token_ranks=ranks.to(device))
-    ids = torch.randint(kmers.NUM_SPECIAL, vocab, (batch, 512), generator=torch.Generator().manual_seed(2))
-    ids[:, 0], ids[:, -1] = kmers.CLS_ID, kmers.SEP_ID
-    ids = ids.to(device)
-    attention = ids.ne(kmers.PAD_ID)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def synthetic_corpus(root: Path, sequences: int, seed: int = 0) -> Path:
+    """train/ and validation/ shards of random 515-bp chunks, train.arrow, and pmi.parquet (random ranks)."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.frombuffer(b"ACGT", np.uint8)
+    for split, n in (("train", sequences), ("validation", 64)):
+        (root / split).mkdir(parents=True)
+        seqs = [alphabet[rng.integers(0, 4, 515)].tobytes() for _ in range(n)]
+        starts = np.arange(n, dtype=np.int64) * 515
+        pq.write_table(pa.table({"contig": ["chrS"] * n, "start": starts, "end": starts + 515,
+                                 "sequence": pa.array(seqs, pa.binary())}), root / split / "chrS.parquet")
+    corpus.write_training_index(root)
+    vocab = kmers.vocabulary(6)[kmers.NUM_SPECIAL :]
+    pq.write_table(pa.table({"ngram": vocab, "n": [6] * len(vocab), "rank": rng.permutation(len(vocab)) + 1}),
+                   root / "pmi.parquet")
+    return root
 
-    def step() -> float:
-        inputs, labels = masker(ids, step=0, generator=gen)
-        with autocast:
-            loss, n, _ = objective(inputs, attention, labels)
-        (loss / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return n / ids.numel()
 
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    fractions, t0 = [], time.perf_counter()
-    for _ in range(steps):
-        fractions.append(step())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / steps
-    tokens_per_s = ids.numel() / seconds
-    flops = training_flops_per_token(model.config, 512, sum(fractions) / len(fractions)) * tokens_per_s
-    result = {"model": name, "batch": batch, "seq": 512, "ms_per_step": seconds * 1000,
-              "tokens_per_s": tokens_per_s, "model_tflops": flops / 1e12,
-              "parameters": sum(p.numel() for p in model.parameters())}
-    print(f"{name:9s} batch {batch} x 512: {seconds * 1000:9.1f} ms/step {tokens_per_s:12,.0f} tokens/s "
-          f"{flops / 1e12:8.3f} TFLOP/s", flush=True)
-    return result
+def bench(model: str, data: Path, out: Path, args) -> dict:
+    cmd = [sys.executable, "-m", "cmgems.cli", "pretrain", "--corpus", str(data), "--pmi", str(data / "pmi.parquet"),
+           "--out", str(out), "--model", model, "--masking", "genemask", "--max-steps", str(args.steps),
+           "--sequences-per-step", str(args.micro_batch * args.accumulation), "--batch-size", str(args.micro_batch),
+           "--max-positions", "512", "--warmup-steps", "2", "--eval-every", str(args.steps), "--eval-sequences", "8",
+           "--log-every", str(max(1, args.steps // 4)), "--save-every", str(10 * args.steps), "--threads", str(args.threads),
+           "--peak-tflops", str(args.peak_tflops)] + (["--compile"] if args.compile else [])
+    started = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{model}: cmgems pretrain failed:\n{result.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    steady = float(np.median([float(r["tokens_per_s"]) for r in rows[1:]]))  # the first interval starts the workers
+    figures = {"model": model, "micro_batch": args.micro_batch, "accumulation": args.accumulation, "positions": 512,
+               "steps": args.steps, "tokens_per_s": round(steady), "tokens_per_s_whole_run": round(summary["tokens_per_s"]),
+               "model_tflops_per_s": round(summary["model_tflops_per_s"], 4), "mfu": summary["mfu"],
+               "device": summary["device"], "parameters": summary["parameters"],
+               "process_seconds": round(time.perf_counter() - started, 1)}
+    print(f"{model:9s} {args.micro_batch} x {args.accumulation} x 512: {figures['tokens_per_s']:>10,} tokens/s  "
+          f"{figures['model_tflops_per_s']:8.3f} TFLOP/s  MFU {figures['mfu']}", flush=True)
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "logo"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU bf16 dense peak, for MFU")
+    parser.add_argument("--micro-batch", type=int, default=8, help="sequences per forward/backward pass")
+    parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training process (CPU)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (0: from the GPU's name)")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(2)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
-    results = [bench(m, args.batch, args.steps, device) for m in args.models]
-    if device.type == "cuda":
-        for r in results:
-            r["mfu"] = r["model_tflops"] / args.peak_tflops
-    print(json.dumps({"benchmark": "pretrain", "device": str(device), "machine": platform.processor() or platform.machine(),
-                      "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(), "command": " ".join(sys.argv),
-                      "results": results}))
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    print(f"command: {command}; cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_corpus(Path(tmp) / "corpus", sequences=max(256, args.micro_batch * args.accumulation * args.steps))
+        results = [bench(m, data, Path(tmp) / f"run_{m}", args) for m in args.models]
+    print(json.dumps({"benchmark": "pretrain", "command": command, "machine": platform.processor() or platform.machine(),
+                      "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(), "results": results}))
 
 
 if __name__ == "__main__":

@@ -238,18 +238,56 @@ def test_finalize_errors_leave_nothing(contigs, chunk_files, tmp_path):
 # ---------------------------------------------------------------------------------------- reading
 
 
-def test_stream_is_seeded_resumable_and_covers_each_epoch(chunk_files, tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus, "ROW_GROUP_ROWS", 64)
-    corpus.finalize(chunk_files, tmp_path / "c")
-    paths = sorted((tmp_path / "c" / "train").glob("*.parquet"))
-    assert pq.ParquetFile(paths[0]).num_row_groups > 3
-    stream = corpus.CorpusStream(paths, seed=3, buffer_groups=2)
-    first = [s for _, s in zip(range(2 * stream.total), stream.iterate(0))]
-    assert sorted(first[: stream.total]) == sorted(q for p in paths for q in columns(p)["sequence"])
-    assert first[: stream.total] != first[stream.total :]  # reshuffled per epoch
-    assert [s for _, s in zip(range(50), stream.iterate(137))] == first[137:187]
-    other = corpus.CorpusStream(paths, seed=4, buffer_groups=2)
-    assert [s for _, s in zip(range(50), other.iterate(0))] != first[:50]
+def test_training_index_holds_the_train_split_and_its_digest(chunk_files, tmp_path):
+    manifest = corpus.finalize(chunk_files, tmp_path / "c")
+    train = [q for p in corpus.shard_paths(tmp_path / "c", "train") for q in columns(p)["sequence"]]
+    sequences = corpus.TrainingSequences(tmp_path / "c")
+    assert len(sequences) == len(train) == manifest["splits"]["train"]["sequences"]
+    rows = np.array([0, len(train) - 1, 5, 5, len(train) // 2])
+    assert [bytes(v) for v in sequences.get(rows)] == [train[i] for i in rows]
+    lengths = hashlib.sha256(b"".join(len(q).to_bytes(8, "little") for q in train)).digest()
+    expected = hashlib.sha256(lengths + hashlib.sha256(b"".join(train)).digest()).hexdigest()
+    assert sequences.digest == manifest["training_index"]["digest"] == expected
+    import pickle
+
+    assert [bytes(v) for v in pickle.loads(pickle.dumps(sequences)).get(rows)] == [train[i] for i in rows]
+
+
+def test_training_order_is_a_seeded_permutation_per_epoch(tmp_path):
+    n = 1000
+    first_two = corpus.training_rows(np.arange(2 * n), n, seed=3)
+    assert sorted(first_two[:n]) == list(range(n)) == sorted(first_two[n:])
+    assert not np.array_equal(first_two[:n], first_two[n:])  # reshuffled per epoch
+    assert np.array_equal(corpus.training_rows(np.arange(1370, 1420), n, seed=3), first_two[1370:1420])  # resumable
+    assert not np.array_equal(corpus.training_rows(np.arange(50), n, seed=4), first_two[:50])
+
+
+def test_first_steps_draw_from_every_contig_in_proportion_to_its_size(tmp_path):
+    """The whole genome is shuffled: the first 3,000 sequences come from every contig about in
+    proportion to its share of the corpus (today's buffered stream took ~32 regions of a genome)."""
+    from test_pretrain import write_corpus
+
+    sizes = {"chr1": 6000, "chr2": 3000, "chr3": 900, "chrM": 100}
+    root = write_corpus(tmp_path / "corpus", length=20, contigs=sizes)
+    sequences = corpus.TrainingSequences(root)
+    contig_of_row = np.repeat(list(sizes), list(sizes.values()))  # index rows are in shard (name) order
+    drawn = contig_of_row[corpus.training_rows(np.arange(3000), len(sequences), seed=12345)]
+    for contig, size in sizes.items():
+        expected = 3000 * size / sum(sizes.values())
+        assert abs((drawn == contig).sum() - expected) < 4 * np.sqrt(expected), contig
+
+
+def test_validation_sample_is_seeded_and_spans_the_split(tmp_path):
+    from test_pretrain import write_corpus
+
+    root = write_corpus(tmp_path / "corpus", n_val=640, length=20)
+    validation = columns(root / "validation" / "chrA.parquet")["sequence"]
+    sample = corpus.validation_sample(root, 64, seed=1)
+    assert len(sample) == len(set(sample)) == 64 and set(sample) <= set(validation)
+    positions = sorted(validation.index(q) for q in sample)
+    assert positions[0] < 100 and positions[-1] > 540  # not the first 64 rows: the whole split
+    assert corpus.validation_sample(root, 64, seed=1) == sample != corpus.validation_sample(root, 64, seed=2)
+    assert len(corpus.validation_sample(root, 10_000, seed=1)) == 640
 
 
 # ---------------------------------------------------------------------------------------- real data

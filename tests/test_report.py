@@ -377,14 +377,14 @@ def _assert_png_ok(path: Path) -> None:
 def test_plot_masks_with_fake_maskers(tmp_path):
     ids = np.r_[2, np.arange(5, 45), 3, 0, 0]
 
-    def every_fifth(input_ids, step, generator):
+    def every_fifth(input_ids, step, draws):
         labels = torch.full_like(input_ids, -100)
         labels[:, 1:-3:5] = input_ids[:, 1:-3:5]
         inputs = input_ids.clone()
         inputs[:, 1:-3:5] = 4
         return inputs, labels
 
-    def first_span(input_ids, step, generator):
+    def first_span(input_ids, step, draws):
         labels = torch.full_like(input_ids, -100)
         labels[:, 3:9] = input_ids[:, 3:9]
         inputs = input_ids.clone()

@@ -16,7 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = "local"
-GPU_RULES = ("pretrain", "finetune_gue", "finetune_fewshot")  # given a placeholder GPU each
+# given a placeholder GPU each (pretraining is not: it refuses to start when GPUs were allocated but
+# torch sees none, which test_pretraining_refuses_an_allocation_without_visible_gpus checks)
+GPU_RULES = ("finetune_gue", "finetune_fewshot")
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 
@@ -126,3 +128,14 @@ def test_tables_equal_the_local_run(slurm_demo, local_demo, table):
     ours = (workdir / "results" / "report" / "tables" / table).read_bytes()
     local = (local_demo / "results" / "report" / "tables" / table).read_bytes()
     assert ours == local, f"{table} differs between the SLURM and the local run"
+
+
+def test_pretraining_refuses_an_allocation_without_visible_gpus(slurm_conf, tmp_path):
+    """A job step holding a (placeholder) GPU whose torch sees none: pretraining's first check fails,
+    naming the SLURM variable, instead of training on CPU without a word."""
+    env = {**os.environ, "SLURM_CONF": str(slurm_conf), "PYTHONPATH": str(REPO / "workflow")}
+    check = "from cmgems import distributed; distributed.check_gpus_visible(0)"
+    result = subprocess.run(["srun", "-p", PARTITION, "--gpus=1", "-t", "2", sys.executable, "-c", check],
+                            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "GPUs were requested (SLURM_" in result.stderr and "none is visible" in result.stderr

@@ -115,6 +115,38 @@ def test_conda_envs_are_pinned_and_referenced():
     assert used == {e.resolve() for e in envs}
 
 
+CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
+
+
+def test_envs_and_pyproject_pin_the_versions_the_tests_run_with():
+    """Every conda pin (major.minor) equals the installed version the suite runs with, and pyproject
+    allows exactly that minor version (its lower bound is one the suite passed on)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    requirements = {Requirement(r).name.lower(): Requirement(r).specifier
+                    for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    drift = []
+    for env in sorted((REPO / "envs").glob("*.yaml")):
+        for dep in yaml.safe_load(env.read_text())["dependencies"]:
+            name, pinned = dep.split("=")[:2]
+            if name == "python":
+                installed = f"{sys.version_info.major}.{sys.version_info.minor}"
+            else:
+                name = CONDA_TO_PYPI.get(name, name)
+                installed = version(name)
+                spec = requirements.get(name.lower())
+                lower = [Version(s.version) for s in spec or () if s.operator == ">="]
+                if spec is None or not spec.contains(installed) or lower != [Version(pinned)]:
+                    drift.append(f"pyproject.toml: {name}{spec or ' missing'}; the tests run {installed}; {env.name} pins {pinned}")
+            if Version(installed).release[:2] != Version(pinned).release[:2]:
+                drift.append(f"{env.name}: {name}={pinned}, the tests run {installed}")
+    assert not drift, "\n".join(drift)
+
+
 def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path):
     """A published checkpoint is evaluated beside ours; a GUE url adds the checksummed download."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

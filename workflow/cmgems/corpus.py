@@ -13,6 +13,11 @@ removes duplicates across all contigs by this hash (the first in contig order, t
 kept; a 64-bit collision between different sequences, p ~ n**2 / 2**65, would drop one of them) and
 sends a chunk to validation iff (hash mod 2**32) < validation_fraction * 2**32, so identical
 sequences share a split and a contig's split does not depend on the others.
+
+Reading for pretraining: `TrainingSequences` memory-maps the training split; global sequence
+position g of a run is row `training_rows(g)`, a seeded permutation of the whole split per epoch
+(every step draws from the whole genome); `validation_sample` is a seeded sample of the whole
+validation split.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_OFFSET = 1000
 ROW_GROUP_ROWS = 8192
+TRAINING_INDEX = "train.arrow"  # the training split, memory-mappable (write_training_index)
 SPLITS = ("train", "validation")
 CHUNK_SCHEMA = pa.schema(
     [
@@ -254,7 +260,8 @@ def finalize(
     k: int = 6,
     contigs_summary: str | os.PathLike | None = None,
 ) -> dict:
-    """Deduplicate and split chunk files into out_dir/{train,validation}/{contig}.parquet + manifest.json.
+    """Deduplicate and split chunk files into out_dir/{train,validation}/{contig}.parquet, the
+    memory-mappable training index out_dir/train.arrow (`write_training_index`) and manifest.json.
 
     Files are taken in the order given (that order decides which duplicate is kept); only one file
     and the sorted hashes kept so far (8 bytes per chunk) are in memory. Returns the manifest.
@@ -298,6 +305,7 @@ def finalize(
                     totals[split][key] += value
             contigs[contig] = entry
             del table
+        digest = write_training_index(tmp)
         manifest = {
             "k": k,
             "parameters": {
@@ -309,6 +317,7 @@ def finalize(
             "input": input_provenance(contigs_summary),
             "splits": totals,
             "duplicates_removed": duplicates,
+            "training_index": {"file": TRAINING_INDEX, "digest": digest},
             "contigs": contigs,
         }
         write_json(tmp / "manifest.json", manifest)
@@ -329,46 +338,117 @@ def input_provenance(contigs_summary: str | os.PathLike | None) -> dict | None:
 # ---------------------------------------------------------------------------------------- reading
 
 
-class CorpusStream:
-    """An endless, seeded, resumable stream of training sequences (bytes) from Parquet shards.
+def shard_paths(corpus_dir: str | os.PathLike, split: str) -> list[Path]:
+    """The Parquet shards of a corpus split, in name (contig) order."""
+    paths = sorted(Path(corpus_dir, split).glob("*.parquet"))
+    if not paths:
+        raise CmgemsError(f"no Parquet shards in {Path(corpus_dir, split)}")
+    return paths
 
-    Each epoch shuffles the row groups, then the rows within buffers of `buffer_groups` row groups.
-    `iterate(start)` begins at global position `start` without reading what it skips.
-    """
 
-    def __init__(self, paths: list[Path], seed: int, buffer_groups: int = 16):
-        self.groups = []  # (path, row group index, rows)
-        for path in paths:
-            meta = pq.ParquetFile(path).metadata
-            self.groups += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
-        self.total = sum(n for _, _, n in self.groups)
-        if self.total == 0:
-            raise CmgemsError(f"training corpus is empty: {[str(p) for p in paths]}")
-        self.seed, self.buffer_groups = seed, buffer_groups
+def write_training_index(corpus_dir: str | os.PathLike) -> str:
+    """Write `corpus_dir/train.arrow`: every training sequence (train/*.parquet in name order, one
+    record batch per row group) in one uncompressed Arrow IPC file, which pretraining memory-maps
+    for random access. Its schema metadata `digest` identifies the corpus in checkpoints: sha256 of
+    (sha256 of the sequence lengths as int64 little-endian + sha256 of the sequences concatenated),
+    hex. Returns the digest."""
 
-    def _read(self, members) -> list[bytes]:
-        seqs: list[bytes] = []
-        for m in members:
-            path, index, _ = self.groups[m]
-            seqs += pq.ParquetFile(path).read_row_group(index, columns=["sequence"]).column(0).to_pylist()
-        return seqs
+    def columns() -> Iterator[pa.Array]:
+        for shard in shard_paths(corpus_dir, "train"):
+            for batch in pq.ParquetFile(shard).iter_batches(columns=["sequence"], batch_size=ROW_GROUP_ROWS):
+                yield batch.column(0).cast(pa.large_binary())
 
-    def iterate(self, start: int = 0) -> Iterator[bytes]:
-        epoch, offset = divmod(start, self.total)
-        while True:
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
-            for b in range(0, len(order), self.buffer_groups):
-                members = order[b : b + self.buffer_groups]
-                size = sum(self.groups[m][2] for m in members)
-                if offset >= size:
-                    offset -= size
-                    continue
-                seqs = self._read(members)
-                perm = np.random.default_rng([self.seed, epoch, b]).permutation(size)
-                for i in perm[offset:]:
-                    yield seqs[i]
-                offset = 0
-            epoch += 1
+    lengths, sequences = hashlib.sha256(), hashlib.sha256()  # a first pass: the digest goes into the schema
+    for column in columns():
+        data, offsets = binary_buffers(column)
+        lengths.update(np.diff(offsets).astype("<i8").tobytes())
+        sequences.update(data[offsets[0] : offsets[-1]])
+    digest = hashlib.sha256(lengths.digest() + sequences.digest()).hexdigest()
+    schema = pa.schema([("sequence", pa.large_binary())], metadata={"digest": digest})
+    with atomic_output(Path(corpus_dir, TRAINING_INDEX)) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for column in columns():
+                writer.write_batch(pa.record_batch([column], schema=schema))
+    return digest
+
+
+class TrainingSequences:
+    """The training split, memory-mapped from `train.arrow` (`write_training_index`): `len()`
+    sequences, `get(rows)` returns views (uint8 arrays) without copying. Picklable: a DataLoader
+    worker reopens the map."""
+
+    def __init__(self, corpus_dir: str | os.PathLike):
+        self.path = Path(corpus_dir, TRAINING_INDEX)
+        if not self.path.exists():
+            raise CmgemsError(f"{self.path} not found: the corpus predates the training index; rerun `cmgems corpus finalize`")
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(self.path)))
+            batches = [binary_buffers(reader.get_batch(i).column(0)) for i in range(reader.num_record_batches)]
+            self.digest = (reader.schema.metadata or {}).get(b"digest", b"").decode()
+        except (OSError, pa.ArrowException) as err:
+            raise CmgemsError(f"cannot read the training index {self.path}: {err}") from err
+        self._batches = batches
+        self._first_row = np.cumsum([0] + [len(offsets) - 1 for _, offsets in batches])
+        if len(self) == 0:
+            raise CmgemsError(f"training corpus is empty: {self.path}")
+
+    def __len__(self) -> int:
+        return int(self._first_row[-1])
+
+    def get(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The sequences at `rows` (ints in [0, len)), as uint8 views, in the order given."""
+        which = np.searchsorted(self._first_row, rows, side="right") - 1
+        out = []
+        for b, r in zip(which.tolist(), (rows - self._first_row[which]).tolist()):
+            data, offsets = self._batches[b]
+            out.append(data[offsets[r] : offsets[r + 1]])
+        return out
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self._open()
+
+
+def training_rows(sequence_index: np.ndarray, n: int, seed: int, cache: dict | None = None) -> np.ndarray:
+    """Rows of the training split holding global sequence positions `sequence_index` (int64): each
+    epoch of `n` positions is a seeded permutation of all rows (the whole genome, shuffled anew per
+    epoch). `cache` (epoch -> permutation) saves recomputing permutations."""
+    cache = {} if cache is None else cache
+    epochs, within = np.divmod(np.asarray(sequence_index, dtype=np.int64), n)
+    rows = np.empty_like(within)
+    for epoch in np.unique(epochs).tolist():
+        if epoch not in cache:
+            if len(cache) >= 2:
+                cache.pop(min(cache))
+            cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        here = epochs == epoch
+        rows[here] = cache[epoch][within[here]]
+    return rows
+
+
+def validation_sample(corpus_dir: str | os.PathLike, n: int, seed: int) -> list[bytes]:
+    """`n` sequences drawn without replacement (seeded) from the whole validation split, in split
+    order; all of them when the split is smaller. Reads only the row groups that hold them."""
+    groups = []  # (path, row group, rows)
+    for path in shard_paths(corpus_dir, "validation"):
+        meta = pq.ParquetFile(path).metadata
+        groups += [(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    first = np.cumsum([0] + [rows for _, _, rows in groups])
+    total = int(first[-1])
+    chosen = np.sort(np.random.default_rng([seed, 1]).choice(total, size=min(n, total), replace=False))
+    out: list[bytes] = []
+    for g, (path, index, _) in enumerate(groups):
+        wanted = chosen[(chosen >= first[g]) & (chosen < first[g + 1])] - first[g]
+        if len(wanted):
+            column = pq.ParquetFile(path).read_row_group(index, columns=["sequence"]).column(0)
+            out += column.take(pa.array(wanted)).to_pylist()
+    return out
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -3,18 +3,20 @@ and the CM-GEMS / CM-STEP curricula.
 
 Every strategy works on a batch of token ids (B, L) laid out as [CLS] k-mers [SEP] [PAD]...; only
 *maskable* positions (id >= kmers.NUM_SPECIAL) are ever chosen. Choosing is fully vectorized in torch
-(CPU or CUDA) and all randomness comes from the caller's `torch.Generator`, so the same seed gives
-the same masks. The chosen positions are then corrupted BERT-style by `bert_corrupt`.
+(CPU or CUDA). All randomness comes from `Draws`: every random number is a hash of (seed, the row's
+global sequence index, position, stream), so a sequence's mask depends on nothing else: not on the
+batch it shares, the device, the number of processes, or where a run was resumed. The chosen
+positions are then corrupted BERT-style by `bert_corrupt`.
 
-Usage (the pretraining loop):
+Usage (the pretraining data loader; steps count from 1):
 
     masker = build("cm_gems", k=6, vocab_size=4101, token_ranks=ranks, max_steps=10_000, options={})
-    inputs, labels = masker(input_ids, step=step, generator=g)
+    inputs, labels = masker(input_ids, step=step, draws=Draws(seed, sequence_indices))
     masker.observe_validation(step, perplexity)
 
-A new static strategy is one small class: subclass `CentreStrategy` (centres ~ Bernoulli, then a
-deterministic `expand`) or `Strategy`, and decorate it with `@register("name")`. A new curriculum
-subclasses `Masker` and picks a strategy per batch in `strategy_for`.
+A new strategy is one small class decorated with `@register("name")`: subclass `CentreStrategy`
+(centres ~ Bernoulli, then a deterministic `expand`) or `Strategy`. A curriculum is a `Strategy`
+that composes others: it picks one per step or per sequence in `choose` and names it in `phase`.
 
 PMI ranks: `token_ranks[id]` is the PMI rank of token `id` (1 = highest PMI); specials and unranked
 k-mers rank last. Ties between equal ranks always go to the lower position.
@@ -81,16 +83,66 @@ def needs_ranks(name: str) -> bool:
 # rather than on whole (B, L) tensors, and row reductions and advanced-indexing gathers are avoided
 # (on a busy 2-core CPU they go multi-threaded and stall for milliseconds).
 
+# ----------------------------------------------------------------------------------------------
+# Counter-based random numbers.
+
+STREAM_CENTRES, STREAM_CORRUPT, STREAM_CHOICE = range(3)  # independent streams of one sequence
+_STREAMS = 4
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: splitmix64's increment
+_MIX1, _MIX2 = -4658895280553007687, -7723592293110705685  # 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (wrapping arithmetic): a bijective 64-bit hash."""
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+class Draws:
+    """Random numbers for a batch of sequences, each a splitmix64 hash of (seed, the row's global
+    sequence index, position, stream). Rows are independent streams: a row's numbers are the same
+    in any batch, on any device. sequence_index: int64 (B,), on the device the numbers are wanted on."""
+
+    def __init__(self, seed: int, sequence_index: torch.Tensor):
+        index = torch.as_tensor(sequence_index, dtype=torch.int64)
+        if seed < 0:
+            raise CmgemsError(f"masking seed must be >= 0, got {seed}")
+        seed_key = mix64(torch.tensor(seed % 2**63, dtype=torch.int64, device=index.device) + _GOLDEN)
+        self.keys = mix64(seed_key + (index + 1) * _GOLDEN)  # (B,)
+
+    def bits(self, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """int64 hashes of (row, position) pairs (rows, cols broadcastable int64 tensors) in `stream`."""
+        return mix64(self.keys[rows] + (cols * _STREAMS + (stream + 1)) * _GOLDEN)
+
+    def bernoulli(self, stream: int, length: int, probability: float) -> torch.Tensor:
+        """Bool (B, length): each position True with `probability` (exact: 53-bit integer comparison)."""
+        rows = torch.arange(len(self.keys), device=self.keys.device).unsqueeze(1)
+        cols = torch.arange(length, device=self.keys.device).unsqueeze(0)
+        return _shift_right(self.bits(stream, rows, cols), 11) < round(probability * 2**53)
+
+    def row_bernoulli(self, stream: int, probability: float) -> torch.Tensor:
+        """Bool (B,): each row True with `probability`."""
+        return self.bernoulli(stream, 1, probability).squeeze(1)
+
+    def integers(self, stream: int, rows: torch.Tensor, cols: torch.Tensor, high: int) -> torch.Tensor:
+        """int64 (N,) uniform in [0, high) (high < 2**31) for the (row, position) pairs rows, cols (N,)."""
+        return (_shift_right(self.bits(stream, rows, cols), 32) * high) >> 32
+
 
 def maskable_positions(input_ids: torch.Tensor) -> torch.Tensor:
     """Bool (B, L): positions holding a k-mer (never [CLS], [SEP], [PAD], [UNK], [MASK])."""
     return input_ids >= kmers.NUM_SPECIAL
 
 
-def draw_centres(maskable: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+def draw_centres(maskable: torch.Tensor, probability: float, draws: Draws) -> torch.Tensor:
     """Bool (B, L): each maskable position independently with `probability`."""
-    u = torch.rand(maskable.shape, generator=generator, device=maskable.device)
-    return (u < probability) & maskable
+    return draws.bernoulli(STREAM_CENTRES, maskable.shape[1], probability) & maskable
 
 
 def dilate(marks: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -138,15 +190,15 @@ def mark_spans(marks: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, lo: 
 
 
 def bert_corrupt(
-    input_ids: torch.Tensor, chosen: torch.Tensor, vocab_size: int, generator: torch.Generator
+    input_ids: torch.Tensor, chosen: torch.Tensor, vocab_size: int, draws: Draws
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's corruption of the `chosen` positions (bool (B, L)): 80% [MASK], 10% a random k-mer id
     (uniform over NUM_SPECIAL..vocab_size-1, never a special token), 10% unchanged.
 
     Returns (inputs, labels), both int64 (B, L) and contiguous: labels hold the original id at chosen
     positions and IGNORE_INDEX (-100) elsewhere. `input_ids` is not modified. One integer draw per
-    chosen position (row-major order), uniform over 10 x (number of k-mers), decides both the branch
-    (first 8 tenths, next tenth, last tenth) and the random id (its offset within the random tenth).
+    chosen position, uniform over 10 x (number of k-mers), decides both the branch (first 8 tenths,
+    next tenth, last tenth) and the random id (its offset within the random tenth).
     """
     n_kmers = vocab_size - kmers.NUM_SPECIAL
     mask_below = round(10 * MASK_FRACTION) * n_kmers  # draws in [0, mask_below) -> [MASK]
@@ -154,7 +206,8 @@ def bert_corrupt(
     inputs = input_ids.clone(memory_format=torch.contiguous_format)
     where = chosen.reshape(-1).nonzero().squeeze(1)  # flat indices of the chosen positions
     original = inputs.view(-1).index_select(0, where)
-    draw = torch.randint(0, 10 * n_kmers, where.shape, generator=generator, device=inputs.device)
+    length = input_ids.shape[1]
+    draw = draws.integers(STREAM_CORRUPT, where // length, where % length, 10 * n_kmers)
     replaced = torch.where(draw < mask_below, kmers.MASK_ID, draw - (mask_below - kmers.NUM_SPECIAL))
     inputs.view(-1).index_copy_(0, where, torch.where(draw < random_below, replaced, original))
     labels = torch.full_like(inputs, IGNORE_INDEX)
@@ -172,7 +225,8 @@ class RankTable:
     maskable one. Device copies are cached."""
 
     def __init__(self, token_ranks, vocab_size: int):
-        ranks = torch.as_tensor(np.asarray(token_ranks), dtype=torch.int64).flatten()
+        # torch, not numpy: the trainer may pass a tensor on any device
+        ranks = torch.as_tensor(token_ranks).detach().to("cpu", torch.int64).flatten()
         if ranks.numel() != vocab_size:
             raise CmgemsError(f"token_ranks has {ranks.numel()} entries, expected vocab_size = {vocab_size}")
         if ranks.min() < 0 or ranks.max() >= 2**20:
@@ -219,28 +273,52 @@ class RankTable:
 
 
 # ----------------------------------------------------------------------------------------------
-# Static strategies.
+# Strategies: static ones, then the curricula built from them.
 
 
 class Strategy:
-    """A static strategy: which positions of a batch to corrupt. Subclasses set DEFAULTS (their
-    options and default values) and implement `choose`."""
+    """A masking strategy: which positions of a batch to corrupt at a step. Every registered strategy,
+    static or curriculum, is built as cls(k, vocab_size, ranks, options, max_steps); subclasses set
+    DEFAULTS (their options and default values) and implement `choose`. Curricula also override
+    `phase`, and may react to validation perplexities and keep state (`state_dict`)."""
 
     name: ClassVar[str] = ""
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     USES_RANKS: ClassVar[bool] = False
 
-    def __init__(self, k: int, vocab_size: int, ranks: RankTable | None = None, options: dict | None = None):
+    def __init__(self, k: int, vocab_size: int, ranks: RankTable | None = None, options: dict | None = None,
+                 max_steps: int = 0):
         self.k = kmers.check_k(k)
         self.vocab_size = vocab_size
         self.options = resolve_options(self.name, self.DEFAULTS, options)
         if self.USES_RANKS and ranks is None:
             raise CmgemsError(f"masking strategy {self.name!r} needs PMI ranks (token_ranks)")
         self.ranks = ranks
+        self.switch_step: int | None = None  # the step at which a curriculum switched, if it has
 
-    def choose(self, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Bool (B, L): the positions to corrupt (maskable positions only)."""
+    def choose(self, input_ids: torch.Tensor, step: int, draws: Draws) -> torch.Tensor:
+        """Bool (B, L): the positions to corrupt at `step` (maskable positions only)."""
         raise NotImplementedError
+
+    def phase(self, step: int) -> str:
+        """What masks the batches of `step`: the strategy's name, or a curriculum's current phase."""
+        return self.name
+
+    def __call__(self, input_ids: torch.Tensor, *, step: int, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, labels), int64 (B, L) each, for a batch of token ids (B, L)."""
+        return bert_corrupt(input_ids, self.choose(input_ids, step, draws), self.vocab_size, draws)
+
+    def observe_validation(self, step: int, perplexity: float) -> None:
+        """Called after each validation; static strategies ignore it."""
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state (a curriculum's progress)."""
+        return {"name": self.name, "switch_step": self.switch_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise CmgemsError(f"masking state is for {state.get('name')!r}, not {self.name!r}")
+        self.switch_step = state["switch_step"]
 
 
 class CentreStrategy(Strategy):
@@ -248,10 +326,9 @@ class CentreStrategy(Strategy):
 
     PROBABILITY: ClassVar[str] = "centre_probability"  # the option holding p
 
-    def choose(self, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def choose(self, input_ids, step, draws):
         maskable = maskable_positions(input_ids)
-        centres = draw_centres(maskable, self.options[self.PROBABILITY], generator)
-        return self.expand(input_ids, centres)
+        return self.expand(input_ids, draw_centres(maskable, self.options[self.PROBABILITY], draws))
 
     def expand(self, input_ids: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """Bool (B, L): the positions to corrupt given the centres (bool (B, L), maskable only)."""
@@ -336,6 +413,89 @@ class GlobalPmi(PmiStrategy):
         return spans & maskable_positions(input_ids)
 
 
+@register("cm_gems")
+class CmGems(Strategy):
+    """CM-GEMS: GeneMask masking until the smallest absolute difference between consecutive validation
+    perplexities seen so far falls below `threshold`, then Global-PMI for good (from the step after
+    the validation that decided it)."""
+
+    USES_RANKS = True
+    DEFAULTS = {
+        "threshold": 1.0,
+        "genemask_probability": 0.0176,
+        "global_probability": 0.0176,
+        "reproduce_reference_bugs": False,
+    }
+
+    def __init__(self, k, vocab_size, ranks=None, options=None, max_steps=0):
+        super().__init__(k, vocab_size, ranks, options, max_steps)
+        o, bugs = self.options, self.options["reproduce_reference_bugs"]
+        self.threshold = o["threshold"]
+        self.easy = GeneMask(k, vocab_size, ranks, dict(centre_probability=o["genemask_probability"], reproduce_reference_bugs=bugs))
+        self.hard = GlobalPmi(k, vocab_size, ranks, dict(centre_probability=o["global_probability"], reproduce_reference_bugs=bugs))
+        self.perplexities: list[float] = []
+
+    def current(self, step: int) -> Strategy:
+        return self.hard if self.switch_step is not None and step > self.switch_step else self.easy
+
+    def choose(self, input_ids, step, draws):
+        return self.current(step).choose(input_ids, step, draws)
+
+    def phase(self, step):
+        return self.current(step).name
+
+    def observe_validation(self, step: int, perplexity: float) -> None:
+        self.perplexities.append(float(perplexity))
+        if self.switch_step is None and len(self.perplexities) >= 2:
+            if float(np.abs(np.diff(self.perplexities)).min()) < self.threshold:
+                self.switch_step = int(step)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "perplexities": list(self.perplexities)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.perplexities = [float(p) for p in state["perplexities"]]
+
+
+@register("cm_step")
+class CmStep(Strategy):
+    """CM-STEP: at step t (1..max_steps), each sequence is masked with Global-PMI with probability
+    (t - 1) / max_steps (rising linearly from 0 to 1), otherwise with DNABERT span masking. The
+    released code draws once per batch; per sequence, the choice does not depend on how a step is
+    split into batches."""
+
+    USES_RANKS = True
+    DEFAULTS = {"global_probability": 0.0136, "dnabert_probability": 0.025, "reproduce_reference_bugs": False}
+
+    def __init__(self, k, vocab_size, ranks=None, options=None, max_steps=0):
+        super().__init__(k, vocab_size, ranks, options, max_steps)
+        if max_steps <= 0:
+            raise CmgemsError(f"masking {self.name!r} needs max_steps > 0, got {max_steps}")
+        o = self.options
+        self.max_steps = max_steps
+        self.easy = DnabertSpans(k, vocab_size, options=dict(centre_probability=o["dnabert_probability"]))
+        self.hard = GlobalPmi(
+            k, vocab_size, ranks,
+            dict(centre_probability=o["global_probability"], reproduce_reference_bugs=o["reproduce_reference_bugs"]),
+        )
+
+    def hard_probability(self, step: int) -> float:
+        return min(max((step - 1) / self.max_steps, 0.0), 1.0)
+
+    def hard_rows(self, step: int, draws: Draws) -> torch.Tensor:
+        """Bool (B,): the rows masked with Global-PMI at `step`."""
+        return draws.row_bernoulli(STREAM_CHOICE, self.hard_probability(step))
+
+    def choose(self, input_ids, step, draws):
+        # both on every row (no host sync on which rows are which); each row keeps one
+        hard, easy = self.hard.choose(input_ids, step, draws), self.easy.choose(input_ids, step, draws)
+        return torch.where(self.hard_rows(step, draws).unsqueeze(1), hard, easy)
+
+    def phase(self, step):
+        return f"{self.hard.name} p={self.hard_probability(step):.2f}"
+
+
 def resolve_options(name: str, defaults: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
     """Defaults overridden by `options`; unknown keys and bad values raise CmgemsError."""
     options = dict(options or {})
@@ -356,131 +516,10 @@ def resolve_options(name: str, defaults: dict[str, Any], options: dict[str, Any]
     return resolved
 
 
-# ----------------------------------------------------------------------------------------------
-# Maskers: what the training loop holds.
-
-
-class Masker:
-    """Masks batches with the strategy in use at each step. Curricula subclass it, are built as
-    cls(k, vocab_size, ranks, options, max_steps), override `strategy_for` and may react to validation
-    perplexities. `phase` names the strategy used (or in use), `switch_step` the step at which a
-    curriculum switched (None if it has not or is not a curriculum)."""
-
-    name: ClassVar[str] = ""
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
-    USES_RANKS: ClassVar[bool] = False
-
-    def __init__(self, vocab_size: int):
-        self.vocab_size = vocab_size
-        self.phase = ""
-        self.switch_step: int | None = None
-
-    def strategy_for(self, step: int, generator: torch.Generator) -> Strategy:
-        raise NotImplementedError
-
-    def choose(self, input_ids: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
-        """Bool (B, L): the positions the strategy for `step` corrupts; sets `phase`."""
-        strategy = self.strategy_for(step, generator)
-        self.phase = strategy.name
-        return strategy.choose(input_ids, generator)
-
-    def __call__(self, input_ids: torch.Tensor, *, step: int, generator: torch.Generator):
-        """(inputs, labels), int64 (B, L) each, for a batch of token ids (B, L)."""
-        return bert_corrupt(input_ids, self.choose(input_ids, step, generator), self.vocab_size, generator)
-
-    def observe_validation(self, step: int, perplexity: float) -> None:
-        """Called after each validation; static strategies ignore it."""
-
-    def state_dict(self) -> dict:
-        return {"name": self.name, "phase": self.phase, "switch_step": self.switch_step}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("name") != self.name:
-            raise CmgemsError(f"masking state is for {state.get('name')!r}, not {self.name!r}")
-        self.phase = state["phase"]
-        self.switch_step = state["switch_step"]
-
-
-class StaticMasker(Masker):
-    """The same strategy at every step."""
-
-    def __init__(self, strategy: Strategy):
-        super().__init__(strategy.vocab_size)
-        self.strategy = strategy
-        self.name = self.phase = strategy.name
-
-    def strategy_for(self, step, generator):
-        return self.strategy
-
-
-@register("cm_gems")
-class CmGems(Masker):
-    """CM-GEMS: GeneMask masking until the smallest absolute difference between consecutive validation
-    perplexities seen so far falls below `threshold`, then Global-PMI for good."""
-
-    USES_RANKS = True
-    DEFAULTS = {
-        "threshold": 1.0,
-        "genemask_probability": 0.0176,
-        "global_probability": 0.0176,
-        "reproduce_reference_bugs": False,
-    }
-
-    def __init__(self, k, vocab_size, ranks, options, max_steps):
-        super().__init__(vocab_size)
-        o = resolve_options(self.name, self.DEFAULTS, options)
-        bugs = o["reproduce_reference_bugs"]
-        self.threshold = o["threshold"]
-        easy = dict(centre_probability=o["genemask_probability"], reproduce_reference_bugs=bugs)
-        hard = dict(centre_probability=o["global_probability"], reproduce_reference_bugs=bugs)
-        self.easy, self.hard = GeneMask(k, vocab_size, ranks, easy), GlobalPmi(k, vocab_size, ranks, hard)
-        self.phase = self.easy.name
-        self.perplexities: list[float] = []
-
-    def strategy_for(self, step, generator):
-        return self.hard if self.switch_step is not None else self.easy
-
-    def observe_validation(self, step: int, perplexity: float) -> None:
-        self.perplexities.append(float(perplexity))
-        if self.switch_step is None and len(self.perplexities) >= 2:
-            if float(np.abs(np.diff(self.perplexities)).min()) < self.threshold:
-                self.switch_step, self.phase = int(step), self.hard.name
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "perplexities": list(self.perplexities)}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.perplexities = [float(p) for p in state["perplexities"]]
-
-
-@register("cm_step")
-class CmStep(Masker):
-    """CM-STEP: at step t, Global-PMI with probability t / max_steps (rising linearly from 0 to 1),
-    otherwise DNABERT span masking; decided once per batch from the generator."""
-
-    USES_RANKS = True
-    DEFAULTS = {"global_probability": 0.0136, "dnabert_probability": 0.025, "reproduce_reference_bugs": False}
-
-    def __init__(self, k, vocab_size, ranks, options, max_steps):
-        super().__init__(vocab_size)
-        if max_steps <= 0:
-            raise CmgemsError(f"masking {self.name!r} needs max_steps > 0, got {max_steps}")
-        o = resolve_options(self.name, self.DEFAULTS, options)
-        self.max_steps = max_steps
-        self.easy = DnabertSpans(k, vocab_size, options=dict(centre_probability=o["dnabert_probability"]))
-        self.hard = GlobalPmi(
-            k, vocab_size, ranks,
-            dict(centre_probability=o["global_probability"], reproduce_reference_bugs=o["reproduce_reference_bugs"]),
-        )
-        self.phase = self.easy.name
-
-    def hard_probability(self, step: int) -> float:
-        return min(max(step / self.max_steps, 0.0), 1.0)
-
-    def strategy_for(self, step, generator):
-        u = float(torch.rand((), generator=generator, device=generator.device))
-        return self.hard if u < self.hard_probability(step) else self.easy
+def check_options(name: str, options: dict | None) -> dict[str, Any]:
+    """`options` of strategy `name` resolved against its defaults (CmgemsError naming a bad key)."""
+    cls = strategy_class(name)
+    return resolve_options(name, cls.DEFAULTS, options)
 
 
 def build(
@@ -490,9 +529,10 @@ def build(
     token_ranks=None,
     max_steps: int = 10_000,
     options: dict | None = None,
-) -> Masker:
-    """The Masker for strategy or curriculum `name`; `token_ranks` (vocab_size,) is required when
-    `needs_ranks(name)`; `options` are the strategy's optional parameters (unknown keys raise)."""
+) -> Strategy:
+    """The strategy or curriculum `name`; `token_ranks` (vocab_size,) (array or tensor, any device)
+    is required when `needs_ranks(name)`; `options` are the strategy's optional parameters (unknown
+    keys raise)."""
     cls = strategy_class(name)
     vocab_size = vocab_size or kmers.vocab_size(kmers.check_k(k))
     if vocab_size != kmers.vocab_size(kmers.check_k(k)):
@@ -500,6 +540,4 @@ def build(
     if cls.USES_RANKS and token_ranks is None:
         raise CmgemsError(f"masking strategy {name!r} needs PMI ranks (token_ranks)")
     ranks = RankTable(token_ranks, vocab_size) if cls.USES_RANKS else None
-    if issubclass(cls, Strategy):
-        return StaticMasker(cls(k, vocab_size, ranks, options))
     return cls(k, vocab_size, ranks, options, max_steps)

@@ -1,8 +1,11 @@
-"""BERT model shapes by name (DNABERT-base, the 2-layer LOGO model, a tiny one for demos and tests)."""
+"""BERT model shapes by name (DNABERT-base, the 2-layer LOGO model, a tiny one for demos and tests),
+and what pretraining and fine-tuning share about training them: mixed precision and weight decay."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from cmgems.errors import CmgemsError
 
@@ -46,3 +49,20 @@ def masked_lm(config=None, init_from: str | Path | None = None):
             raise CmgemsError(f"init_from {path}: not a Hugging Face model directory (no config.json)")
         return BertForMaskedLM.from_pretrained(path, use_safetensors=True, attn_implementation="sdpa")
     return BertForMaskedLM(config)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; fp32 (a no-op context) elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups as Hugging Face's Trainer makes them: weight decay on every parameter
+    but biases and LayerNorm parameters."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith("bias")}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]

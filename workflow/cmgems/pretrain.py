@@ -1,10 +1,18 @@
 """Masked-language-model pretraining of a BERT on the k-mer corpus, with any masking strategy.
 
-One script for 1 CPU, 1 GPU and `torchrun` with N GPUs or nodes (DDP). Read top to bottom:
-settings -> data -> model and optimiser -> resume -> loop (mask, forward, step, log, validate,
-checkpoint) -> save. Checkpoints hold everything needed for a resumed run to end with the same
-weights as an uninterrupted one: model, optimiser, scheduler, RNG states, data position and the
-masking curriculum's state.
+One script for 1 CPU, 1 GPU and `torchrun` with N GPUs or nodes (DDP). `train` reads top to bottom:
+build the run, resume it, then per step: train, log, validate, checkpoint, stop if asked; then save
+the model.
+
+The experiment does not depend on how it is run. A step is `sequences_per_step` sequences (micro-batch
+x accumulation x processes, the accumulation derived); the loss is normalised by all masked tokens of
+the step, so the gradient does not depend on how the step is split; the sequences of a step and
+their masks depend only on (seed, global sequence position) (cmgems.batches). Resumed on the same
+number of processes, a run ends with the weights of an uninterrupted one; on another, the same up
+to floating-point summation order (and dropout streams, which are per process).
+
+Stopping: SIGTERM, SIGUSR1 or SIGINT to any process asks every process to stop; they agree at the
+end of the step, checkpoint that step, and exit with 128 + the signal, which Snakemake retries.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -23,17 +32,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
-from cmgems import kmers, masking, models
-from cmgems.corpus import CorpusStream
+from cmgems import distributed, flops, kmers, masking, models
 from cmgems.atomic import atomic_output, write_json
+from cmgems.batches import MaskedSteps, StepLayout, loader, mask_ids
+from cmgems.checkpoint import Checkpoints, RunLock, check_same_run
+from cmgems.corpus import TrainingSequences, validation_sample
+from cmgems.distributed import Dist
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
 
-METRIC_FIELDS = ["step", "loss", "lr", "masked_acc", "val_loss", "val_ppl", "val_masked_acc", "phase", "tokens_per_s"]
+METRIC_FIELDS = ["step", "loss", "lr", "masked_acc", "val_loss", "val_ppl", "val_masked_acc", "ref_val_loss",
+                 "ref_val_ppl", "phase", "tokens_per_s", "mfu"]
+# The reference masking every run is also validated with (random 15%, the same masks in every run), so
+# that curves of different strategies compare: each strategy's own validation masks differ in difficulty.
+REFERENCE_MASKING, REFERENCE_SEED = "random", 0
+EVAL_SEED_OFFSET = 1  # validation masks of the run's own strategy: seed + 1 (training uses seed)
 
 
 @dataclass
@@ -51,8 +68,8 @@ class Settings:
     k: int = 6
     max_positions: int = 512
     max_steps: int = 10000
-    batch_size: int = 10  # sequences per device per micro-batch
-    grad_accum: int = 25
+    sequences_per_step: int = 250  # sequences per optimizer step, whatever the number of processes
+    batch_size: int = 10  # micro-batch: sequences per process per forward/backward pass
     lr: float = 8e-4
     warmup_steps: int = 500
     weight_decay: float = 0.01
@@ -61,10 +78,16 @@ class Settings:
     clip: float = 1.0
     eval_every: int = 0  # 0 = max_steps // 20
     eval_sequences: int = 2000
+    log_every: int = 10
     save_every: int = 1000
+    keep_checkpoints: int = 2
     milestones: list[int] = field(default_factory=list)
     seed: int = 12345
-    threads: int = 0  # 0 = leave torch's default
+    threads: int = 0  # torch threads of each process; 0 = torch's default
+    workers: int = -1  # data-loader processes per training process; -1 = from the CPUs available
+    compile: str = ""  # torch.compile backend for the training step ("inductor"; "" = eager PyTorch)
+    gpus: int = 0  # GPUs the job requested (config resources.gpu): none visible is an error
+    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = from the GPU's name (cmgems.flops)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -72,334 +95,473 @@ class Settings:
         return self.eval_every or max(1, self.max_steps // 20)
 
 
-# ----------------------------------------------------------------------------------------- data
-def shard_paths(corpus: str | Path, split: str) -> list[Path]:
-    paths = sorted(Path(corpus, split).glob("*.parquet"))
-    if not paths:
-        raise CmgemsError(f"no Parquet shards in {Path(corpus, split)}")
-    return paths
+# Settings that do not change the experiment: a run may be resumed with other values of these.
+RUNTIME_SETTINGS = {"corpus", "out", "pmi", "tokenizer", "batch_size", "log_every", "save_every", "keep_checkpoints",
+                    "milestones", "threads", "workers", "compile", "gpus", "peak_tflops", "meta"}
 
 
-def validation_sequences(corpus: str | Path, n: int) -> list[bytes]:
-    """The fixed validation subset: the first `n` sequences of the validation split, in shard order."""
-    seqs: list[bytes] = []
-    for path in shard_paths(corpus, "validation"):
-        for batch in pq.ParquetFile(path).iter_batches(columns=["sequence"], batch_size=4096):
-            seqs += batch.column(0).to_pylist()
-            if len(seqs) >= n:
-                return seqs[:n]
-    return seqs
-
-
-# ------------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed() -> Dist:
-    """Read torchrun's environment; one process per GPU (NCCL) or per CPU worker (gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local, device)
-
-
-# ------------------------------------------------------------------------------------ training
+# ------------------------------------------------------------------------------------ the objective
 class MaskedLMObjective(torch.nn.Module):
     """BertForMaskedLM's loss with the vocabulary head applied to the masked positions only.
 
-    Same loss as `model(..., labels=labels).loss`, without (B, L, V) logits: the head runs on the
-    ~15% of positions that carry a label. Wrap this module (not the model) in DDP.
-    Returns (summed loss, number of masked tokens, number predicted correctly).
+    Same loss as `model(..., labels=labels).loss` (summed, not averaged), without (B, L, V) logits:
+    the head runs on the ~15% of positions that carry a label, given as flat indices, so that no
+    step depends on data-dependent shapes (a host sync on GPUs). Wrap this module in DDP.
+    Returns (summed cross-entropy, number predicted correctly), both 0-d device tensors.
     """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
-        hidden = self.model.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
-        chosen = labels != -100
-        targets = labels[chosen]
-        logits = self.model.cls(hidden[chosen]).float()
-        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-        return loss, targets.numel(), (logits.argmax(-1) == targets).sum()
+    def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor, masked_ids: torch.Tensor):
+        # a 4D mask goes to SDPA as is; transformers inspects a 2D one on the host
+        attention = input_ids.ne(kmers.PAD_ID)[:, None, None, :]
+        hidden = self.model.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        logits = self.model.cls(hidden.flatten(0, 1).index_select(0, masked_positions)).float()
+        loss = torch.nn.functional.cross_entropy(logits, masked_ids, reduction="sum")
+        return loss, (logits.argmax(-1) == masked_ids).sum()
+
+
+class Meter:
+    """Training metrics of the current log interval: sums on the device (read once, at the log), counts
+    and the clock on the host. Time spent `paused` (checkpoints, saved models) is not training time."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.masked = self.tokens = self.sequences = 0
+        self.started, self.excluded = time.perf_counter(), 0.0
+
+    @contextlib.contextmanager
+    def paused(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # what was queued before belongs to training
+        started = time.perf_counter()
+        yield
+        self.excluded += time.perf_counter() - started
+
+    def read(self, dist: Dist) -> dict:
+        """Global sums over the interval (one all-reduce, one host sync) and its training seconds."""
+        host = torch.tensor([self.masked, self.tokens, self.sequences], dtype=torch.float64).to(self.device)
+        totals = distributed.sum_across(torch.cat([self.loss.view(1), self.correct.double().view(1), host]), dist)
+        loss, correct, masked, tokens, sequences = totals.tolist()
+        return {"loss_sum": loss, "correct": correct, "masked": masked, "tokens": tokens, "sequences": sequences,
+                "seconds": time.perf_counter() - self.started - self.excluded}
+
+
+# ----------------------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    """The state of a run that the steps below share."""
+
+    s: Settings
+    dist: Dist
+    model: torch.nn.Module
+    objective: MaskedLMObjective
+    trainer: torch.nn.Module  # the objective as trained: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    strategy: masking.Strategy
+    reference: masking.Strategy
+    corpus: TrainingSequences
+    layout: StepLayout
+    validation: list[tuple[np.ndarray, torch.Tensor]]  # this process's (sample positions, ids (B, L)) batches
+    identity: dict
+    checkpoints: Checkpoints
+    peak: float | None  # per-device peak TFLOP/s, for MFU
+    step: int = 0
+    totals: dict = field(default_factory=lambda: {"tokens": 0.0, "train_seconds": 0.0, "flops": 0.0})
+    meter: Meter | None = None
+
+
+def token_ranks(s: Settings) -> torch.Tensor | None:
+    """The PMI rank of every token id (CPU), for strategies that use them."""
+    if not masking.needs_ranks(s.masking):
+        return None
+    if not s.pmi:
+        raise CmgemsError(f"masking {s.masking!r} needs a PMI table: pass --pmi")
+    from cmgems.pmi import token_ranks as read_ranks
+
+    return torch.from_numpy(read_ranks(s.pmi, s.k))
+
+
+def run_identity(s: Settings, corpus: TrainingSequences, ranks: torch.Tensor | None) -> dict:
+    """The settings that define the experiment, with digests of its data in place of paths."""
+    identity = {k: v for k, v in asdict(s).items() if k not in RUNTIME_SETTINGS}
+    identity["corpus_digest"] = corpus.digest
+    identity["pmi_ranks_digest"] = None if ranks is None else hashlib.sha256(ranks.numpy().astype("<i8").tobytes()).hexdigest()
+    return identity
+
+
+def data_workers(s: Settings) -> int:
+    """Data-loader processes per training process: its share of the CPUs less one, 1..4 (or as set)."""
+    if s.workers >= 0:
+        return s.workers
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(4, len(os.sched_getaffinity(0)) // local - 1))
+
+
+def dropout_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of process `rank` from `step` on: dropout masks differ between processes."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def build(s: Settings, dist: Dist) -> Run:
+    """Data, masking, model, optimiser and schedule of a fresh run (weights from the seed or init_from)."""
+    vocab = kmers.vocab_size(kmers.check_k(s.k))
+    if s.max_steps < 1 or s.log_every < 1 or s.save_every < 1:
+        raise CmgemsError("--max-steps, --log-every and --save-every must be >= 1")
+    layout = StepLayout(s.sequences_per_step, s.batch_size, dist.world_size, dist.rank)
+    corpus = TrainingSequences(s.corpus)
+    ranks = token_ranks(s)
+    strategy = masking.build(s.masking, k=s.k, vocab_size=vocab, token_ranks=ranks, max_steps=s.max_steps,
+                             options=s.masking_options)
+    reference = masking.build(REFERENCE_MASKING, k=s.k, vocab_size=vocab)
+    sample = validation_sample(s.corpus, s.eval_sequences, s.seed)
+    mine = np.arange(len(sample))[dist.rank :: dist.world_size]
+    validation = [(part, torch.from_numpy(kmers.encode_batch([sample[i] for i in part], s.k, s.max_positions)))
+                  for part in np.array_split(mine, max(1, math.ceil(len(mine) / s.batch_size))) if len(part)]
+
+    torch.manual_seed(s.seed)  # the same initial weights in every process
+    model = models.masked_lm(models.bert_config(s.model, vocab, s.max_positions), s.init_from).to(dist.device)
+    torch.manual_seed(dropout_seed(s.seed, dist.rank, 0))
+    objective = trainer = MaskedLMObjective(model)
+    if dist.world_size > 1:
+        trainer = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None,
+            forward_sync_buffers=False)  # (was broadcast_buffers=False): BERT's buffers are constants
+    if s.compile:
+        trainer = torch.compile(trainer, backend=s.compile, dynamic=True)
+    optimizer = torch.optim.AdamW(models.parameter_groups(model, s.weight_decay), lr=s.lr, betas=tuple(s.betas),
+                                  eps=s.eps, fused=dist.device.type == "cuda")
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, s.warmup_steps, s.max_steps)
+    peak = s.peak_tflops or (flops.peak_tflops(torch.cuda.get_device_name(dist.device))
+                             if dist.device.type == "cuda" else None)
+    return Run(s, dist, model, objective, trainer, optimizer, scheduler, strategy, reference, corpus, layout,
+               validation, run_identity(s, corpus, ranks), Checkpoints(Path(s.out) / "checkpoint", s.keep_checkpoints),
+               peak, meter=Meter(dist.device))
+
+
+def resume(run: Run) -> None:
+    """Continue from the newest readable checkpoint, if any, once it is shown to be this experiment."""
+    found = run.checkpoints.load()
+    if found is None:
+        return
+    state, where = found
+    check_same_run(json.loads(state["identity"]), run.identity, run.checkpoints.directory)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.strategy.load_state_dict(json.loads(state["strategy"]))
+    run.step, run.totals = int(state["step"]), dict(state["totals"])
+    if state["world_size"] == run.dist.world_size:
+        own = state["rng"][run.dist.rank]
+        torch.set_rng_state(own["torch"])
+        if "cuda" in own and run.dist.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], run.dist.device)
+    else:
+        torch.manual_seed(dropout_seed(run.s.seed, run.dist.rank, run.step))
+        if run.dist.main:
+            log.warning("a run of %d processes resumed on %d: the same data and masks, new dropout streams",
+                        state["world_size"], run.dist.world_size)
+    if run.dist.main:
+        log.info("resumed from %s at step %d", where, run.step)
+
+
+class Batches:
+    """The masked steps after run.step, from data-loader worker processes. The workers copy the
+    strategy when they start: when a curriculum has switched since, a step's masks show another
+    phase than the strategy's, and the loader is started again from that step."""
+
+    def __init__(self, run: Run):
+        self.run, self._steps = run, None
+
+    def _start(self):
+        r, s = self.run, self.run.s
+        dataset = MaskedSteps(r.corpus, r.layout, r.strategy, s.seed, s.k, s.max_positions, r.step + 1, s.max_steps)
+        return iter(loader(dataset, data_workers(s), pin_memory=r.dist.device.type == "cuda"))
+
+    def next(self) -> dict:
+        if self._steps is None:
+            self._steps = self._start()
+        batch = next(self._steps)
+        wanted = self.run.strategy.phase(self.run.step + 1)
+        if batch["phase"] != wanted:
+            log.info("step %d: restarting the data loader for %s masks", self.run.step + 1, wanted)
+            self._steps = self._start()
+            batch = next(self._steps)
+        return batch
+
+
+def train_step(run: Run, batch: dict) -> None:
+    """One optimizer step on this process's micro-batches of the step; no host sync."""
+    device, dist = run.dist.device, run.dist
+    masked = distributed.sum_across(batch["masked"].to(device, non_blocking=True), dist)  # the whole step's
+    scale = (dist.world_size / masked.clamp(min=1).double()).float().squeeze(0)  # DDP averages over processes
+    micro = batch["micro"]
+    for i, mb in enumerate(micro):
+        ids, positions, targets = (mb[key].to(device, non_blocking=True)
+                                   for key in ("input_ids", "masked_positions", "masked_ids"))
+        syncs = i == len(micro) - 1 or dist.world_size == 1
+        with (contextlib.nullcontext() if syncs else run.trainer.no_sync()), models.autocast(device):
+            loss, correct = run.trainer(ids, positions, targets)
+        (loss * scale).backward()
+        run.meter.loss += loss.detach()
+        run.meter.correct += correct
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.s.clip, foreach=True)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.meter.masked += batch["masked_count"]
+    run.meter.tokens += batch["tokens"]
+    run.meter.sequences += batch["sequences"]
+    run.step += 1
+
+
+def interval_metrics(run: Run) -> dict:
+    """The training metrics of the steps since the last log (global over processes)."""
+    m = run.meter.read(run.dist)
+    tokens_per_s = m["tokens"] / max(m["seconds"], 1e-9)
+    per_token = flops.training_flops_per_token(run.model.config, m["tokens"] / max(m["sequences"], 1),
+                                               m["masked"] / max(m["tokens"], 1))
+    run.totals["tokens"] += m["tokens"]
+    run.totals["train_seconds"] += m["seconds"]
+    run.totals["flops"] += per_token * m["tokens"]
+    return {"loss": m["loss_sum"] / max(m["masked"], 1), "masked_acc": m["correct"] / max(m["masked"], 1),
+            "lr": run.scheduler.get_last_lr()[0], "phase": run.strategy.phase(run.step), "tokens_per_s": tokens_per_s,
+            "mfu": flops.mfu(per_token, tokens_per_s, run.dist.world_size, run.peak)}
 
 
 @torch.no_grad()
-def evaluate(objective, masker, batches: list[torch.Tensor], step: int, seed: int, dist: Dist) -> dict:
-    """MLM loss, perplexity and masked-token accuracy on the fixed validation batches.
-
-    Masks come from a generator seeded with `seed` every time, so evaluations differ only by the
-    model (and the curriculum's phase), never by the draw.
-    """
-    objective.eval()
-    gen = torch.Generator(device=dist.device).manual_seed(seed)
-    loss_sum, correct, total = 0.0, 0, 0
-    for ids in batches:
-        ids = ids.to(dist.device)
-        inputs, labels = masker(ids, step=step, generator=gen)
-        with autocast(dist):
-            loss, n, right = objective(inputs, ids.ne(kmers.PAD_ID), labels)
-        loss_sum, correct, total = loss_sum + float(loss), correct + int(right), total + n
-    objective.train()
-    stats = torch.tensor([loss_sum, correct, total], dtype=torch.float64, device=dist.device)
-    if dist.world_size > 1:
-        torch.distributed.all_reduce(stats)
-    loss = float(stats[0] / max(stats[2], 1))
-    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_masked_acc": float(stats[1] / max(stats[2], 1))}
+def evaluate(run: Run, strategy: masking.Strategy, seed: int) -> tuple[float, float, float]:
+    """(loss, perplexity, masked-token accuracy) of the validation sample masked by `strategy` at the
+    current step, masks drawn from (seed, sample position): the same draws in every evaluation."""
+    device = run.dist.device
+    run.objective.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for positions, ids in run.validation:
+        batch = mask_ids(ids, positions, strategy, run.step, seed)
+        with models.autocast(device):
+            loss, correct = run.objective(*(batch[key].to(device) for key in ("input_ids", "masked_positions", "masked_ids")))
+        sums += torch.stack([loss.double(), correct.double(), torch.tensor(len(batch["masked_ids"]), dtype=torch.float64, device=device)])
+    run.objective.train()
+    loss_sum, correct, masked = distributed.sum_across(sums, run.dist).tolist()
+    loss = loss_sum / max(masked, 1)
+    return loss, math.exp(min(loss, 50.0)), correct / max(masked, 1)
 
 
-def autocast(dist: Dist):
-    """bf16 autocast on GPU; a no-op (fp32) on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=dist.device.type == "cuda")
+def validate(run: Run) -> dict:
+    """Validation under the run's own strategy (which a curriculum observes) and the reference masking."""
+    loss, ppl, accuracy = evaluate(run, run.strategy, run.s.seed + EVAL_SEED_OFFSET)
+    ref_loss, ref_ppl, _ = evaluate(run, run.reference, REFERENCE_SEED)
+    run.strategy.observe_validation(run.step, ppl)
+    if run.strategy.switch_step == run.step and run.dist.main:
+        log.info("step %d: curriculum %s switches to %s (validation perplexity %.3f)",
+                 run.step, run.strategy.name, run.strategy.phase(run.step + 1), ppl)
+    return {"val_loss": loss, "val_ppl": ppl, "val_masked_acc": accuracy, "ref_val_loss": ref_loss, "ref_val_ppl": ref_ppl}
 
 
-def rng_states(dist: Dist) -> dict:
-    states = {"torch": torch.get_rng_state()}
+def save_checkpoint(run: Run) -> None:
+    """Every process's RNG state to the main process, which writes the checkpoint; all wait for it."""
+    rng = distributed.gather(rng_state(run.dist), run.dist)
+    if run.dist.main:
+        run.checkpoints.save(run.step, {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "strategy": json.dumps(run.strategy.state_dict()),
+            "rng": rng, "world_size": run.dist.world_size, "step": run.step, "totals": run.totals,
+            "identity": json.dumps(run.identity),
+        })
+    distributed.barrier(run.dist)
+
+
+def rng_state(dist: Dist) -> dict:
+    state = {"torch": torch.get_rng_state()}
     if dist.device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(dist.device)
-    return states
+        state["cuda"] = torch.cuda.get_rng_state(dist.device)
+    return state
 
 
-def set_rng_states(states: dict, dist: Dist) -> None:
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and dist.device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], dist.device)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_output(path, directory=True) as tmp:
-        torch.save(state, tmp / "state.pt")
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    state_file = path / "state.pt"
-    return torch.load(state_file, map_location="cpu", weights_only=True) if state_file.exists() else None
-
-
-def save_model(model, tokenizer_dir: Path | None, k: int, max_positions: int, path: Path) -> None:
+def save_model(run: Run, path: Path) -> None:
     """A save_pretrained directory (safetensors + config + tokenizer) loadable by AutoModelForMaskedLM."""
+    s = run.s
     with atomic_output(path, directory=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer_dir is not None:
-            for item in Path(tokenizer_dir).iterdir():
+        run.model.save_pretrained(tmp, safe_serialization=True)
+        if s.tokenizer is not None:
+            for item in Path(s.tokenizer).iterdir():
                 shutil.copy2(item, tmp / item.name)
         else:
-            kmers.build_tokenizer(k, max_positions).save_pretrained(tmp)
-            (tmp / "kmer.json").write_text(json.dumps({"k": k}) + "\n")
+            kmers.build_tokenizer(s.k, s.max_positions).save_pretrained(tmp)
+            (tmp / "kmer.json").write_text(json.dumps({"k": s.k}) + "\n")
 
 
-class MetricsLog:
-    """The metrics CSV, appended as training goes; truncated to the checkpoint's step on resume."""
+class LogWriter:
+    """What the main process writes as training goes: metrics.running.csv (truncated to the resumed
+    step), TensorBoard scalars and a progress bar."""
 
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
+    def __init__(self, run: Run):
+        out = Path(run.s.out)
+        self.path = out / "metrics.running.csv"
         rows = []
-        if resume_step and path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
+        if run.step and self.path.exists():
+            with self.path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= run.step]
+        with self.path.open("w", newline="") as f:
             writer = csv.DictWriter(f, METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+        from torch.utils.tensorboard import SummaryWriter
 
-    def append(self, row: dict) -> None:
+        self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=run.step + 1)
+        self.bar = tqdm(total=run.s.max_steps, initial=run.step, unit="step", dynamic_ncols=True,
+                        mininterval=0.5 if os.isatty(2) else 30)  # a log file gets a line every 30 s
+
+    def write(self, row: dict) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+            csv.DictWriter(f, METRIC_FIELDS).writerow({k: "" if row.get(k) is None else row[k] for k in METRIC_FIELDS})
+        for key in METRIC_FIELDS[1:]:
+            if isinstance(row.get(key), float):
+                self.tensorboard.add_scalar(key, row[key], row["step"])
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}", phase=row["phase"],
+                             refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.tensorboard.close()
+
+
+class StopRequest:
+    """SIGTERM, SIGUSR1 or SIGINT ask for a stop at the end of the step (a second SIGINT interrupts)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = 0
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum:
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path, dist: Dist):
+    """Hold the run folder's lock (main process) for the run; every process fails if it is taken."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if dist.main:
+            try:
+                stack.enter_context(RunLock(out))
+            except CmgemsError as err:
+                error = err
+        if distributed.any_rank(error is not None, dist):
+            raise error or CmgemsError(f"{out}: the main process could not lock the run folder")
+        yield
+
+
+def finish(run: Run, writer: LogWriter | None) -> dict:
+    """The main process saves the model, metrics.csv and summary.json; returns the summary."""
+    if not run.dist.main:
+        return {}
+    s, out = run.s, Path(run.s.out)
+    writer.close()
+    save_model(run, out / "model")
+    with atomic_output(out / "metrics.csv") as tmp:
+        shutil.copy2(out / "metrics.running.csv", tmp)
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    evaluated = [r for r in rows if r["val_ppl"]]
+    seconds = run.totals["train_seconds"]
+    summary = {
+        "kind": "pretraining", **s.meta, "model": s.model, "masking": s.masking, "steps": s.max_steps,
+        "final_loss": float(rows[-1]["loss"]) if rows else None,
+        "final_val_ppl": float(evaluated[-1]["val_ppl"]) if evaluated else None,
+        "final_ref_val_ppl": float(evaluated[-1]["ref_val_ppl"]) if evaluated else None,
+        "switch_step": run.strategy.switch_step,
+        "world_size": run.dist.world_size, "micro_batch": s.batch_size, "accumulation": run.layout.accumulation,
+        "sequences_per_step": s.sequences_per_step,
+        "device": torch.cuda.get_device_name(run.dist.device) if run.dist.device.type == "cuda" else "cpu",
+        "tokens_per_s": run.totals["tokens"] / max(seconds, 1e-9), "train_seconds": seconds,
+        "model_tflops_per_s": run.totals["flops"] / max(seconds, 1e-9) / 1e12, "peak_tflops": run.peak,
+        "mfu": flops.mfu(run.totals["flops"] / max(run.totals["tokens"], 1), run.totals["tokens"] / max(seconds, 1e-9),
+                         run.dist.world_size, run.peak),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "settings": asdict(s),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def log_and_validate(run: Run, writer: LogWriter | None) -> None:
+    """Every log_every steps a metrics row; every eval_interval steps (and at the end) with validation."""
+    s = run.s
+    evaluates = run.step % s.eval_interval == 0 or run.step == s.max_steps
+    if evaluates or run.step % s.log_every == 0:
+        row = {"step": run.step, **interval_metrics(run)}
+        if evaluates:
+            row.update(validate(run))
+        if writer:
+            writer.write(row)
+        run.meter.reset()
+
+
+def checkpoint_or_stop(run: Run, stop: StopRequest) -> None:
+    """Save milestones and checkpoints when due; when any process was asked to stop, all checkpoint
+    this step and exit with 128 + the signal."""
+    s, dist = run.s, run.dist
+    stopping = distributed.any_rank(stop.signum != 0, dist)
+    with run.meter.paused():
+        if dist.main and run.step in s.milestones and run.step != s.max_steps:
+            save_model(run, Path(s.out) / f"step-{run.step}")
+        if stopping or run.step % s.save_every == 0 or run.step == s.max_steps:
+            save_checkpoint(run)
+    if stopping:
+        signum = max(distributed.gather(stop.signum, dist))
+        if dist.main:
+            log.warning("signal %d: checkpoint saved at step %d, exiting for a restart", signum, run.step)
+        raise SystemExit(128 + signum)
 
 
 def train(s: Settings) -> dict:
     """Run (or resume) one pretraining run; returns the summary written to `out/summary.json`."""
-    dist = setup_distributed()
+    dist = distributed.setup(s.gpus)
     if s.threads:
         torch.set_num_threads(s.threads)
-    out = Path(s.out)
-    work = out / "checkpoint"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(s.seed)
-
-    # data
-    vocab = kmers.vocab_size(kmers.check_k(s.k))
-    stream = CorpusStream(shard_paths(s.corpus, "train"), s.seed)
-    val_seqs = validation_sequences(s.corpus, s.eval_sequences)[dist.rank :: dist.world_size]
-    val_batches = [
-        torch.from_numpy(kmers.encode_batch(val_seqs[i : i + s.batch_size], s.k, s.max_positions))
-        for i in range(0, len(val_seqs), s.batch_size)
-    ]
-
-    # masking
-    ranks = None
-    if masking.needs_ranks(s.masking):
-        if not s.pmi:
-            raise CmgemsError(f"masking {s.masking!r} needs a PMI table: pass --pmi")
-        from cmgems.pmi import token_ranks
-
-        ranks = torch.as_tensor(token_ranks(s.pmi, s.k), device=dist.device)
-    masker = masking.build(s.masking, k=s.k, vocab_size=vocab, token_ranks=ranks, max_steps=s.max_steps, options=s.masking_options)
-
-    # model and optimiser
-    model = models.masked_lm(models.bert_config(s.model, vocab, s.max_positions), s.init_from).to(dist.device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr, betas=tuple(s.betas), eps=s.eps,
-    )
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, s.warmup_steps, s.max_steps)
-    objective = MaskedLMObjective(model)
-    ddp = objective
-    if dist.world_size > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(objective, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
-    gen = torch.Generator(device=dist.device).manual_seed(s.seed + 1 + dist.rank)
-
-    # resume
-    step, consumed = 0, 0
-    state = load_checkpoint(work)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        masker.load_state_dict(json.loads(state["masker"]))
-        gen.set_state(state["generators"][dist.rank])
-        set_rng_states(state["rng"], dist)
-        step, consumed = int(state["step"]), int(state["consumed"])
-        log.info("resumed from %s at step %d", work, step)
-    metrics = MetricsLog(out / "metrics.running.csv", step) if dist.main else None
-    tb = None
-    if dist.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(str(out / "tensorboard"), purge_step=step)
-
-    stop = {"signal": None}
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-
-    def checkpoint() -> None:
-        gens = [gen.get_state()]
-        if dist.world_size > 1:
-            gens = [None] * dist.world_size
-            torch.distributed.all_gather_object(gens, gen.get_state())
-        if dist.main:
-            save_checkpoint(work, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "masker": json.dumps(masker.state_dict()),
-                "generators": gens, "rng": rng_states(dist), "step": step, "consumed": consumed,
-                "settings": json.dumps(asdict(s)),
-            })
-
-    per_step = s.batch_size * s.grad_accum * dist.world_size
-    if dist.main:
-        log.info("%s/%s: %d steps x %d sequences (%d per device x %d accumulation x %d processes), %d parameters",
-                 s.model, s.masking, s.max_steps, per_step, s.batch_size, s.grad_accum, dist.world_size,
-                 sum(p.numel() for p in model.parameters()))
-    source = stream.iterate(consumed)
-    objective.train()
-    started, tokens_seen, train_seconds = time.perf_counter(), 0, 0.0
-    from tqdm import tqdm
-
-    bar = tqdm(total=s.max_steps, initial=step, disable=not dist.main, unit="step", dynamic_ncols=True,
-               mininterval=0.5 if os.isatty(2) else 30)  # a log file gets a line every 30 s
-    while step < s.max_steps:
-        t0 = time.perf_counter()
-        loss_sum, correct, total, step_tokens = 0.0, 0, 0, 0
-        for micro in range(s.grad_accum):
-            seqs = [next(source) for _ in range(s.batch_size * dist.world_size)][dist.rank :: dist.world_size]
-            batch = kmers.encode_batch(seqs, s.k, s.max_positions)
-            ids = torch.from_numpy(batch).to(dist.device, non_blocking=True)
-            inputs, labels = masker(ids, step=step, generator=gen)
-            sync = micro == s.grad_accum - 1 or dist.world_size == 1
-            with (ddp.no_sync() if not sync else contextlib.nullcontext()), autocast(dist):
-                loss, n, right = ddp(inputs, ids.ne(kmers.PAD_ID), labels)
-                (loss / max(n, 1) / s.grad_accum).backward()
-            loss_sum += float(loss.detach()) / max(n, 1)
-            correct, total = correct + int(right), total + n
-            step_tokens += int(np.count_nonzero(batch != kmers.PAD_ID))
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        consumed += s.batch_size * s.grad_accum * dist.world_size
-        elapsed = time.perf_counter() - t0
-        train_seconds += elapsed
-        tokens_seen += step_tokens * dist.world_size
-        row = {"step": step, "loss": loss_sum / s.grad_accum, "lr": scheduler.get_last_lr()[0],
-               "masked_acc": correct / max(total, 1), "phase": masker.phase,
-               "tokens_per_s": step_tokens * dist.world_size / max(elapsed, 1e-9)}
-        if step % s.eval_interval == 0 or step == s.max_steps:
-            row.update(evaluate(objective, masker, val_batches, step, s.seed, dist))
-            masker.observe_validation(step, row["val_ppl"])
-            if masker.switch_step == step and dist.main:
-                log.info("step %d: curriculum %s switches to %s (validation perplexity %.3f)",
-                         step, masker.name, masker.phase, row["val_ppl"])
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens_seen / max(train_seconds, 1e-9):,.0f}", phase=masker.phase)
-        if dist.main:
-            metrics.append(row)
-            for key in ("loss", "lr", "masked_acc", "val_loss", "val_ppl", "val_masked_acc", "tokens_per_s"):
-                if key in row:
-                    tb.add_scalar(key, row[key], step)
-            if step in s.milestones and step != s.max_steps:
-                save_model(model, s.tokenizer, s.k, s.max_positions, out / f"step-{step}")
-        if step % s.save_every == 0 or stop["signal"] is not None:
-            checkpoint()
-        if stop["signal"] is not None:
-            log.warning("signal %s: checkpoint saved at step %d, exiting for a restart", stop["signal"], step)
-            raise SystemExit(128 + stop["signal"])
-    bar.close()
-
-    summary = {}
-    if dist.main:
-        tb.close()
-        save_model(model, s.tokenizer, s.k, s.max_positions, out / "model")
-        with atomic_output(out / "metrics.csv") as tmp:
-            shutil.copy2(out / "metrics.running.csv", tmp)
-        last = _last_rows(out / "metrics.csv")
-        summary = {
-            "kind": "pretraining", **s.meta, "model": s.model, "masking": s.masking, "steps": s.max_steps,
-            "final_loss": float(last["loss"]), "final_val_ppl": float(last["val_ppl"]) if last["val_ppl"] else None,
-            "switch_step": masker.switch_step, "tokens_per_s": tokens_seen / max(train_seconds, 1e-9),
-            "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - started,
-            "parameters": sum(p.numel() for p in model.parameters()), "sequences_per_step": per_step,
-            "settings": asdict(s),
-        }
-        write_json(out / "summary.json", summary)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return summary
-
-
-def _last_rows(path: Path) -> dict:
-    """The last row of a metrics CSV, with val_ppl taken from the last evaluated row."""
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    last = dict(rows[-1])
-    last["val_ppl"] = next((r["val_ppl"] for r in reversed(rows) if r["val_ppl"]), "")
-    return last
+    try:
+        with run_folder_lock(Path(s.out), dist):
+            run = build(s, dist)
+            resume(run)
+            stop, writer, batches = StopRequest(), LogWriter(run) if dist.main else None, Batches(run)
+            if dist.main:
+                log.info("%s/%s: %d steps x %d sequences (%d per process x %d accumulation x %d processes), %d parameters",
+                         s.model, s.masking, s.max_steps, s.sequences_per_step, s.batch_size, run.layout.accumulation,
+                         dist.world_size, sum(p.numel() for p in run.model.parameters()))
+            run.meter.reset()
+            while run.step < s.max_steps:
+                train_step(run, batches.next())
+                if writer:
+                    writer.bar.update(1)
+                log_and_validate(run, writer)
+                checkpoint_or_stop(run, stop)
+            summary = finish(run, writer)
+            distributed.barrier(dist)
+            return summary
+    finally:
+        distributed.teardown(dist)
 
 
 # ------------------------------------------------------------------------------------------ CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     d = Settings(corpus="", out="")
-    parser.add_argument("--corpus", required=True, help="corpus directory with train/ and validation/ shards")
+    parser.add_argument("--corpus", required=True, help="corpus directory (train.arrow and validation/ shards)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--model", default=d.model, help=f"architecture: {', '.join(models.ARCHITECTURES)}")
     parser.add_argument("--masking", default=d.masking, help="masking strategy or curriculum name")
@@ -407,12 +569,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pmi", help="pmi.parquet (for PMI-guided strategies)")
     parser.add_argument("--tokenizer", help="tokenizer directory copied into saved models")
     parser.add_argument("--init-from", help="continue pretraining from a local HF checkpoint")
-    for name in ("k", "max_positions", "max_steps", "batch_size", "grad_accum", "warmup_steps", "eval_every",
-                 "eval_sequences", "save_every", "seed", "threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "weight_decay", "eps", "clip"):
+    helps = {"sequences_per_step": "sequences per optimizer step, at any process count",
+             "batch_size": "micro-batch: sequences per process per forward/backward pass",
+             "workers": "data-loader processes per training process (-1: from the CPUs available)",
+             "gpus": "GPUs the job requested: none visible is an error"}
+    for name in ("k", "max_positions", "max_steps", "sequences_per_step", "batch_size", "warmup_steps", "eval_every",
+                 "eval_sequences", "log_every", "save_every", "keep_checkpoints", "seed", "threads", "workers", "gpus"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=helps.get(name))
+    for name in ("lr", "weight_decay", "eps", "clip", "peak_tflops"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     parser.add_argument("--betas", type=float, nargs=2, default=list(d.betas))
+    parser.add_argument("--compile", nargs="?", const="inductor", default="", metavar="BACKEND",
+                        help="torch.compile the training step (default backend: inductor)")
     parser.add_argument("--milestones", type=int, nargs="*", default=[], help="extra steps to save a model at")
     parser.add_argument("--meta", type=json.loads, default={}, help="JSON object copied into summary.json")
     parser.set_defaults(func=lambda a: train(settings_from_args(a)))

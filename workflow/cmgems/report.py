@@ -659,22 +659,25 @@ def mask_raster(ids: np.ndarray, inputs: np.ndarray, labels: np.ndarray, mask_id
 def plot_masks(ids, maskers: dict[str, Callable], stem: str | Path, step: int = 0, seed: int = 0) -> list[Path]:
     """One row per strategy: the positions each masker corrupts in one sequence `ids` (L,) or (1, L).
 
-    Each masker is called as `masker(ids (1, L) LongTensor, step=step, generator=Generator seeded
-    `seed`) -> (inputs, labels)` with labels -100 where not masked.
+    Each masker is called as `masker(ids (1, L) LongTensor, step=step, draws=masking.Draws(seed,
+    [0]))` -> (inputs, labels)` with labels -100 where not masked; a `phase(step)` method, where the
+    masker has one, labels its row.
     """
     if not maskers or ids is None or np.asarray(ids).size == 0:
         return no_data_figure(stem, "Masks per strategy", "no sequence or no masking strategy available")
     import torch
     from matplotlib.colors import ListedColormap
 
+    from cmgems.masking import Draws
+
     plt = _pyplot()
     batch = torch.as_tensor(np.asarray(ids), dtype=torch.long).reshape(1, -1)
     rows, names = [], []
     for name, masker in maskers.items():
-        inputs, labels = masker(batch.clone(), step=step, generator=torch.Generator().manual_seed(seed))
+        inputs, labels = masker(batch.clone(), step=step, draws=Draws(seed, torch.zeros(1, dtype=torch.long)))
         raster = mask_raster(batch.numpy(), inputs.numpy(), labels.numpy())
         rows.append(raster)
-        phase = getattr(masker, "phase", "") or ""
+        phase = masker.phase(step) if hasattr(masker, "phase") else ""
         masked = int(np.isin(raster, (1, 2, 3)).sum())
         real = int((raster != 4).sum())
         names.append(f"{name}{f' [{phase}]' if phase and phase != name else ''}  {masked}/{real}")

@@ -1,4 +1,5 @@
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -69,6 +70,59 @@ GUE_RESOURCES = stage_resources(GUE, gpu=0, cpus_per_task=1, mem_mb=4000, runtim
 FEWSHOT_RESOURCES = stage_resources(
     FEW, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=30
 )
+
+
+# ----------------------------------------------------------------------------- pretraining
+def pretrain_processes():
+    """Training processes of a pretraining job: its GPUs (`gpu`, or per-node `gres` "gpu:K" x nodes),
+    or one process without GPUs."""
+    if PRETRAIN_RESOURCES.get("gpu"):
+        return PRETRAIN_RESOURCES["gpu"]
+    gres = PRETRAIN_RESOURCES.get("gres", "")
+    if gres.startswith("gpu"):
+        return int(gres.rsplit(":", 1)[-1]) * PRETRAIN_RESOURCES.get("nodes", 1)
+    return 1
+
+
+def check_pretrain_layout():
+    """Fail at DAG build time when a step's sequences cannot be split evenly over the processes."""
+    recipe = PRE.get("recipe", {})
+    per_step = recipe.get("sequences_per_step", 250)
+    micro = recipe.get("batch_size", 10)
+    processes = pretrain_processes()
+    if per_step % (micro * processes):
+        raise ValueError(
+            f"pretrain.recipe.sequences_per_step ({per_step}) must be a multiple of "
+            f"pretrain.recipe.batch_size ({micro}) x the job's {processes} GPU process(es) "
+            f"(pretrain.resources): choose a batch_size or GPU count that divides it"
+        )
+
+
+check_pretrain_layout()
+
+
+def pretrain_inputs(wildcards):
+    """The corpus, PMI table and tokenizer of a run; the starting checkpoint when `init_from` is set."""
+    inputs = {
+        "corpus": f"results/{wildcards.genome}/corpus",
+        "pmi": f"results/{wildcards.genome}/pmi/pmi.parquet",
+        "tokenizer": f"results/{wildcards.genome}/tokenizer",
+    }
+    if PRE.get("init_from"):
+        inputs["init"] = PRE["init_from"]
+    return inputs
+
+
+def pretrain_recipe_args():
+    """The recipe as `cmgems pretrain` options, each value shell-quoted."""
+    args = []
+    for key, value in PRE.get("recipe", {}).items():
+        flag = f"--{key.replace('_', '-')}"
+        if key == "compile":
+            args += [flag] if value else []
+        else:
+            args += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return shlex.join(args)
 
 
 # ----------------------------------------------------------------------- pretrained models

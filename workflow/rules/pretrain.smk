@@ -1,8 +1,6 @@
 rule pretrain:
     input:
-        corpus="results/{genome}/corpus",
-        pmi="results/{genome}/pmi/pmi.parquet",
-        tokenizer="results/{genome}/tokenizer",
+        unpack(pretrain_inputs),
     output:
         model=directory("results/{genome}/models/{model}/{masking}/{steps}/model"),
         metrics=report(
@@ -24,20 +22,20 @@ rule pretrain:
     params:
         run="results/{genome}/models/{model}/{masking}/{steps}",
         launch=PACKAGE_DIR / "scripts" / "launch.sh",
-        recipe=lambda w: " ".join(
-            f"--{key.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for key, v in PRE.get("recipe", {}).items()
-        ),
+        recipe=pretrain_recipe_args(),
         options=lambda w: json.dumps(PRE["masking_options"].get(w.masking, {})),
-        init=f"--init-from {PRE['init_from']}" if PRE.get("init_from") else "",
+        init=lambda w, input: (
+            shlex.join(["--init-from", input.init]) if "init" in input.keys() else ""
+        ),
         meta=lambda w: meta_json(genome=w.genome),
         k=K,
         positions=config["max_positions"],
         seed=PRE["seed"],
+        gpus=PRETRAIN_RESOURCES.get("gpu", 0),
     shell:
-        "CMGEMS_NODES={resources.nodes} bash {params.launch} pretrain "
-        "--corpus {input.corpus} --pmi {input.pmi} --tokenizer {input.tokenizer} "
-        "--out {params.run} --model {wildcards.model} --masking {wildcards.masking} "
+        "CMGEMS_NODES={resources.nodes} bash {params.launch:q} pretrain "
+        "--corpus {input.corpus:q} --pmi {input.pmi:q} --tokenizer {input.tokenizer:q} "
+        "--out {params.run:q} --model {wildcards.model} --masking {wildcards.masking} "
         "--masking-options {params.options:q} --max-steps {wildcards.steps} --k {params.k} "
-        "--max-positions {params.positions} --seed {params.seed} {params.recipe} {params.init} "
-        "--meta {params.meta:q} > {log} 2>&1"
+        "--max-positions {params.positions} --seed {params.seed} --gpus {params.gpus} "
+        "{params.recipe} {params.init} --meta {params.meta:q} > {log:q} 2>&1"

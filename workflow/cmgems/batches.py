@@ -1,0 +1,114 @@
+"""Pretraining batches: which sequences each process trains on at each step, and the collator that
+encodes and masks them, run in DataLoader worker processes so that reading, encoding and masking
+overlap the training step.
+
+Step t (1-based) trains on global sequence positions (t - 1) * S .. t * S - 1 (S = sequences per
+step); position g is training row `corpus.training_rows(g)`. Rank r of W takes the r-th contiguous
+share of the step, cut into micro-batches of `micro_batch`. Masks are drawn from (seed, g), so the
+sequences and masks of a step are the same at any world size, on any device and after a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cmgems import kmers, masking
+from cmgems.corpus import TrainingSequences, training_rows
+from cmgems.errors import CmgemsError
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """How one optimizer step of `sequences_per_step` is split over processes and micro-batches."""
+
+    sequences_per_step: int
+    micro_batch: int
+    world_size: int = 1
+    rank: int = 0
+
+    def __post_init__(self):
+        per_pass = self.micro_batch * self.world_size
+        if self.sequences_per_step < 1 or self.micro_batch < 1 or self.sequences_per_step % per_pass:
+            hint = [m for m in range(1, self.sequences_per_step + 1) if self.sequences_per_step % (m * self.world_size) == 0]
+            raise CmgemsError(
+                f"sequences_per_step {self.sequences_per_step} is not a multiple of micro-batch {self.micro_batch} x "
+                f"{self.world_size} processes: "
+                + (f"micro-batch sizes that divide it at this process count: {hint}" if hint else
+                   f"no micro-batch size divides it over {self.world_size} processes; choose another process count "
+                   f"or sequences_per_step")
+            )
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per process per step."""
+        return self.sequences_per_step // (self.micro_batch * self.world_size)
+
+    def micro_batches(self, step: int) -> list[np.ndarray]:
+        """Global sequence positions (int64 (micro_batch,) each) of this rank's micro-batches of `step`."""
+        first = (step - 1) * self.sequences_per_step + self.rank * self.accumulation * self.micro_batch
+        return [np.arange(first + a * self.micro_batch, first + (a + 1) * self.micro_batch, dtype=np.int64)
+                for a in range(self.accumulation)]
+
+
+def mask_ids(ids: torch.Tensor, positions: np.ndarray, strategy: masking.Strategy, step: int, seed: int) -> dict:
+    """A masked-LM micro-batch from token ids (B, L) of the sequences at global positions `positions`
+    (int64 (B,)): {"input_ids": int64 (B, L) corrupted ids, "masked_positions": int64 (N,) flat indices
+    into (B * L) of the masked tokens, "masked_ids": int64 (N,) their original ids}. Masks come from
+    `strategy` at `step`, with draws keyed by (seed, positions)."""
+    inputs, labels = strategy(ids, step=step, draws=masking.Draws(seed, torch.from_numpy(positions)))
+    flat = labels.view(-1)
+    where = flat.ne(masking.IGNORE_INDEX).nonzero().squeeze(1)
+    return {"input_ids": inputs, "masked_positions": where, "masked_ids": flat.index_select(0, where)}
+
+
+def masked_lm_batch(sequences: list, positions: np.ndarray, strategy: masking.Strategy, step: int, seed: int,
+                    k: int, max_positions: int) -> dict:
+    """The collator: sequences (bytes or uint8 arrays) -> `mask_ids` of their [CLS] k-mers [SEP] ids,
+    right-padded to the longest (truncated to max_positions)."""
+    return mask_ids(torch.from_numpy(kmers.encode_batch(sequences, k, max_positions)), positions, strategy, step, seed)
+
+
+class MaskedSteps(torch.utils.data.Dataset):
+    """Item i: this rank's masked micro-batches of step first_step + i, as
+    {"step", "phase" (the strategy's phase the masks were drawn in), "micro": [masked_lm_batch...],
+    "masked": int64 (1,) masked tokens of the step (a tensor, so that it reaches the device without a
+    sync), "masked_count", "tokens", "sequences"}. Worker processes hold a copy of the strategy made
+    when the loader starts: a curriculum's later switch does not reach them (the trainer compares
+    "phase" and starts a new loader)."""
+
+    def __init__(self, corpus: TrainingSequences, layout: StepLayout, strategy: masking.Strategy, seed: int,
+                 k: int, max_positions: int, first_step: int, last_step: int):
+        self.corpus, self.layout, self.strategy = corpus, layout, strategy
+        self.seed, self.k, self.max_positions = seed, k, max_positions
+        self.first_step, self.last_step = first_step, last_step
+        self._orders: dict[int, np.ndarray] = {}  # epoch -> permutation, per process
+
+    def __len__(self) -> int:
+        return max(0, self.last_step - self.first_step + 1)
+
+    def __getitem__(self, i: int) -> dict:
+        step = self.first_step + i
+        micro = []
+        for positions in self.layout.micro_batches(step):
+            rows = training_rows(positions, len(self.corpus), self.seed, self._orders)
+            micro.append(masked_lm_batch(self.corpus.get(rows), positions, self.strategy, step, self.seed,
+                                         self.k, self.max_positions))
+        masked = sum(len(m["masked_ids"]) for m in micro)
+        tokens = sum(int(m["input_ids"].ne(kmers.PAD_ID).sum()) for m in micro)
+        return {"step": step, "phase": self.strategy.phase(step), "micro": micro, "masked": torch.tensor([masked]),
+                "masked_count": masked, "tokens": tokens, "sequences": self.layout.accumulation * self.layout.micro_batch}
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)
+
+
+def loader(dataset: MaskedSteps, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """Steps in order, built by `workers` processes (0: in this process), prefetched 4 per worker."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None, worker_init_fn=_one_thread if workers else None,
+    )
