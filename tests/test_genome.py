@@ -14,6 +14,7 @@ import pysam
 import pytest
 
 from cmgems import cli, genome
+from cmgems.atomic import OWNED
 from cmgems.errors import CmgemsError
 
 PAYLOAD = bytes(range(256)) * 4000  # 1 MB
@@ -155,6 +156,7 @@ def test_segments_exact(tmp_path, compression):
     fasta = write_fasta(tmp_path / "g.fa.gz", RECORDS, compression)
     summary = genome.write_contigs(fasta, None, tmp_path / "contigs")
     assert sorted(p.name for p in (tmp_path / "contigs").iterdir()) == [
+        OWNED,
         "chr1.parquet",
         "chr2.parquet",
         "summary.json",
@@ -182,6 +184,7 @@ def test_splice_n_and_explicit_selection(tmp_path):
     assert cli.main(["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(tmp_path / "c"),
                      "--contigs", "chr1", "chrM", "--splice-n"]) == 0  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        OWNED,
         "chr1.parquet",
         "chrM.parquet",
         "summary.json",
@@ -193,6 +196,17 @@ def test_splice_n_and_explicit_selection(tmp_path):
 def test_grch37_names_are_primary(tmp_path):
     fasta = write_fasta(tmp_path / "g.fa", [("20", "ACGT"), ("GL000192.1", "ACGT"), ("MT", "AC")])
     assert list(genome.write_contigs(fasta, [], tmp_path / "c")["contigs"]) == ["20"]
+
+
+def test_contigs_replace_their_own_folder_but_not_a_users(tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "g.fa", RECORDS)
+    out = tmp_path / "out"
+    argv = ["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(out)]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0  # a rerun replaces what the first run wrote
+    (out / "my_notes.txt").write_text("keep me")
+    assert cli.main(argv) == 1
+    assert f"{out}: refusing to replace the folder" in capsys.readouterr().err
+    assert (out / "my_notes.txt").read_text() == "keep me" and (out / "chr1.parquet").exists()
 
 
 def assert_fails_cleanly(tmp_path: Path, fasta: Path, match: str, contigs=None) -> CmgemsError:
