@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -250,8 +251,64 @@ def test_truncated_gzip(tmp_path, compression):
     full.unlink()
     fasta = tmp_path / "t.fa.gz"
     fasta.write_bytes(data[: len(data) // 2])
-    err = assert_fails_cleanly(tmp_path, fasta, "truncated or corrupt")
+    err = assert_fails_cleanly(tmp_path, fasta, "truncated")
     assert str(fasta) in str(err)
+
+
+def bgzf_block_ends(data: bytes) -> list[int]:
+    """Offsets just past each BGZF block (its BSIZE field, bytes 16-17, is the block size - 1)."""
+    ends, pos = [], 0
+    while pos < len(data):
+        pos += int.from_bytes(data[pos + 16 : pos + 18], "little") + 1
+        ends.append(pos)
+    return ends
+
+
+@pytest.mark.parametrize("contig", ["chr1", "chrUn_x"], ids=["selected", "unselected"])
+def test_nul_byte_is_an_error_not_the_end_of_the_contig(tmp_path, contig):
+    fasta = tmp_path / "nul.fa"
+    fasta.write_bytes(f">chr2\nACGT\n>{contig}\nACGTACGT\nACGT\x00ACGT\nACGTACGT\n".encode())
+    err = assert_fails_cleanly(tmp_path, fasta, rf"line 5 \(contig {contig}\): byte b'\\x00' in a sequence line")
+    assert str(fasta) in str(err)
+
+
+def test_bgzf_cut_at_a_block_boundary_is_an_error(tmp_path):
+    records = [("chr1", "ACGTTGCAAC" * 30000), ("chr2", "TTGCA" * 1000)]
+    data = write_fasta(tmp_path / "full.fa.gz", records, "bgzf").read_bytes()
+    ends = bgzf_block_ends(data)
+    assert len(ends) > 3 and data.endswith(genome.BGZF_EOF)
+    (tmp_path / "full.fa.gz").unlink()
+    fasta = tmp_path / "cut.fa.gz"
+    fasta.write_bytes(data[: ends[1]])  # gzip alone reads this as a complete (shorter) file
+    assert_fails_cleanly(tmp_path, fasta, "the BGZF end-of-file block is missing")
+
+
+def test_contig_lengths_are_checked_against_the_fai(tmp_path):
+    fasta = write_fasta(tmp_path / "g.fa", [("chr1", "ACGT" * 6), ("chr2", "ACGTAC")])
+    pysam.faidx(str(fasta))
+    fai = tmp_path / "g.fa.fai"
+    assert list(genome.write_contigs(fasta, None, tmp_path / "ok")["contigs"]) == ["chr1", "chr2"]
+    shutil.rmtree(tmp_path / "ok")
+    whole = fasta.read_text()
+    fasta.write_text("".join(whole.splitlines(keepends=True)[:3]))  # the header and 2 lines of 7 bp
+    assert_fails_cleanly(tmp_path, fasta, rf"contig chr1 has 14 bp but {fai} lists 24 \(truncated")
+    fasta.write_text(whole.split(">chr2")[0])
+    assert_fails_cleanly(tmp_path, fasta, rf"ends without contig\(s\) chr2 listed in {fai}")
+    fasta.write_text(whole + ">chr3\nACGT\n")
+    assert_fails_cleanly(tmp_path, fasta, rf"contig chr3 is not in its index {fai}")
+
+
+@pytest.mark.realdata
+def test_real_hg38_slice_cut_at_a_block_boundary(shared_data, tmp_path):
+    source = shared_data / "genome" / "hg38_chr2_1-2333275.fa.gz"
+    data = source.read_bytes()
+    cut = data[: bgzf_block_ends(data)[10]]
+    fasta = tmp_path / "chr2.fa.gz"
+    fasta.write_bytes(cut)
+    assert_fails_cleanly(tmp_path, fasta, "the BGZF end-of-file block is missing")
+    fasta.write_bytes(cut + genome.BGZF_EOF)  # a well-formed but shorter file: the index still tells
+    shutil.copy(source.with_name(source.name + ".fai"), tmp_path / "chr2.fa.gz.fai")
+    assert_fails_cleanly(tmp_path, fasta, r"contig chr2 has [0-9,]+ bp but .*chr2.fa.gz.fai lists 2,333,275")
 
 
 def test_cli_error_exit_code(tmp_path, capsys):

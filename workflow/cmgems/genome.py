@@ -5,11 +5,16 @@ the longest selected contig (about 5 bytes per base). Each selected contig is up
 masking dropped); every IUPAC code other than A/C/G/T counts as N, and the contig is split at N runs
 into maximal N-free segments, or, with splice_n=True, N is deleted and the rest spliced into one row
 (GeneMask's corpus). Output: `{contig}.parquet` per contig and `summary.json`.
+
+The reader checks that the file is whole: a BGZF file must end with its end-of-file block, sequence
+lines may hold printable ASCII only (a NUL byte is an error, not the end of the contig), and where
+a samtools `.fai` index lies beside the file, the contigs and their lengths must match it.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import logging
 import os
@@ -18,7 +23,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +51,8 @@ for _c in IUPAC:
     CLEAN[ord(_c)] = CLEAN[ord(_c.lower())] = ord(_c) if _c in "ACGT" else ord("N")
 CLEAN = bytes(CLEAN)
 ACGT_RUN = re.compile(rb"[ACGT]+")
+SEQUENCE_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but space: what a sequence line may hold
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # SAM spec 4.1.2
 
 SEGMENT_SCHEMA = pa.schema(
     [("contig", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("sequence", pa.binary())]
@@ -234,21 +243,110 @@ def write_segments(table: pa.Table, path: Path, name: str, splice_n: bool) -> No
     )
 
 
-def read_fasta(fasta: str | os.PathLike):
-    """Yield (name, sequence bytes) per record of a plain, gzip or BGZF FASTA; CmgemsError if corrupt."""
-    import pysam
+def open_fasta(path: Path) -> BinaryIO:
+    """`path` opened for reading bytes: plain, or gzip/BGZF decompressed; CmgemsError for a BGZF file
+    without its end-of-file block (cut at a block boundary, which gzip alone reads as complete)."""
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+        if head[:2] != b"\x1f\x8b":
+            return open(path, "rb")
+        if len(head) == 18 and head[3] & 4 and head[12:14] == b"BC":  # FEXTRA with a BC subfield: BGZF
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - len(BGZF_EOF)))
+            if fh.read() != BGZF_EOF:
+                raise CmgemsError(f"{path}: the BGZF end-of-file block is missing (truncated download or copy)")
+    return gzip.open(path, "rb")
 
+
+def fai_lengths(fasta: Path) -> dict[str, int] | None:
+    """Contig lengths from the samtools index `fasta`.fai beside the file; None when there is none."""
+    fai = fasta.with_name(fasta.name + ".fai")
+    if not fai.is_file():
+        return None
+    lengths = {}
+    for line_no, line in enumerate(fai.read_text(errors="replace").splitlines(), start=1):
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise CmgemsError(f"{fai}, line {line_no}: not a FASTA index line (name, length, offset, ...)")
+        lengths[fields[0]] = int(fields[1])
+    return lengths
+
+
+def _pieces(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(first line number, text) of a FASTA stream in file order, newlines kept; each text is one
+    header line or a run of sequence lines. Read in blocks: line by line is 3x slower."""
+    line_no, carry = 1, []
+    while True:
+        block = handle.read(CHUNK_BYTES * 4)
+        cut = block.rfind(b"\n") + 1 if block else len(block)
+        if block and not cut:
+            carry.append(block)  # a line longer than a block (an unwrapped sequence)
+            continue
+        text = b"".join([*carry, block[:cut]])
+        carry = [block[cut:]]
+        pos = 0
+        while pos < len(text):
+            stop = text.find(b"\n" if text[pos] == 0x3E else b"\n>", pos) + 1 or len(text)  # 0x3E: '>'
+            yield line_no, text[pos:stop]
+            line_no += text.count(b"\n", pos, stop)
+            pos = stop
+        if not block:
+            return
+
+
+def _record(fasta: Path, name: str, header_line: int, pieces: list[bytes], index: dict[str, int] | None) -> bytes:
+    """The sequence of one record from its lines; CmgemsError naming file, line and contig for a byte
+    that is not printable ASCII, or for a length that differs from the .fai index."""
+    text = b"".join(pieces).replace(b"\r\n", b"\n")
+    seq = text.replace(b"\n", b"")
+    bad = seq.translate(None, SEQUENCE_BYTES)
+    if bad:
+        line_no = header_line + 1 + text.count(b"\n", 0, text.find(bad[:1]))
+        raise CmgemsError(f"{fasta}, line {line_no} (contig {name}): byte {bad[:1]!r} in a sequence line (corrupt or binary file?)")
+    if index is not None:
+        if name not in index:
+            raise CmgemsError(f"{fasta}: contig {name} is not in its index {fasta}.fai (an index of another file?)")
+        if index[name] != len(seq):
+            raise CmgemsError(
+                f"{fasta}: contig {name} has {len(seq):,} bp but {fasta}.fai lists {index[name]:,} (truncated or altered file?)"
+            )
+    return seq
+
+
+def read_fasta(fasta: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, sequence bytes) per record of a plain, gzip or BGZF FASTA.
+
+    Read here rather than by htslib, which cuts a sequence at a NUL byte. CmgemsError naming the file
+    (and line) for a corrupt or truncated file, a byte other than printable ASCII in a sequence, a
+    missing BGZF end-of-file block, or contig lengths unlike those of a `.fai` beside the file.
+    """
     path = Path(fasta)
     if not path.is_file():
         raise CmgemsError(f"FASTA not found: {fasta}")
+    index = fai_lengths(path)
+    name, header_line, pieces, names = None, 0, [], set()
     try:
-        with pysam.FastxFile(str(path)) as reader:
-            for record in reader:
-                name, seq = record.name, (record.sequence or "").encode("ascii", "replace")
-                del record  # free the str copy before the caller works on the bytes
-                yield name, seq
-    except (OSError, ValueError) as err:
+        with open_fasta(path) as handle:
+            for line_no, piece in _pieces(handle):
+                if piece.startswith(b">"):
+                    if name is not None:
+                        yield name, _record(path, name, header_line, pieces, index)
+                    fields = piece[1:].split(None, 1)
+                    if not fields or fields[0].translate(None, SEQUENCE_BYTES):
+                        raise CmgemsError(f"{fasta}, line {line_no}: a header needs a name of printable ASCII characters")
+                    name, header_line, pieces = fields[0].decode("ascii"), line_no, []
+                    names.add(name)
+                elif name is not None:
+                    pieces.append(piece)
+                elif piece.strip():
+                    raise CmgemsError(f"{fasta}, line {line_no}: expected a '>' header line (not a FASTA file?)")
+            if name is not None:
+                yield name, _record(path, name, header_line, pieces, index)
+    except (OSError, EOFError, zlib.error) as err:
         raise CmgemsError(f"cannot read FASTA {fasta} (truncated or corrupt?): {err}") from err
+    missing = [n for n in index or () if n not in names]
+    if missing:
+        raise CmgemsError(f"{fasta}: ends without contig(s) {', '.join(missing[:3])} listed in {fasta}.fai (truncated file?)")
 
 
 def write_contigs(
