@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -309,6 +310,42 @@ def test_real_hg38_slice_cut_at_a_block_boundary(shared_data, tmp_path):
     fasta.write_bytes(cut + genome.BGZF_EOF)  # a well-formed but shorter file: the index still tells
     shutil.copy(source.with_name(source.name + ".fai"), tmp_path / "chr2.fa.gz.fai")
     assert_fails_cleanly(tmp_path, fasta, r"contig chr2 has [0-9,]+ bp but .*chr2.fa.gz.fai lists 2,333,275")
+
+
+@pytest.mark.parametrize("name", ["chr1/sub", "../../x", ".hidden", "chr*", "chr 1", "a" * 201])
+def test_contig_names_that_cannot_be_file_names(tmp_path, capsys, name):
+    fasta = tmp_path / "a" / "b" / "g.fa"
+    fasta.parent.mkdir(parents=True)
+    fasta.write_text(f">{name}\nACGT\n>chr1\nACGT\n")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(CmgemsError, match=f"contig name {re.escape(repr(name))} cannot be a file name"):
+        genome.write_contigs(fasta, [name], fasta.parent / "out")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(fasta.parent / "out"), "--contigs", "chr1", name])
+    assert exit_.value.code == 2 and "cannot be a file name" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside the output folder or outside it
+
+
+def test_download_arguments_are_checked_first(tmp_path, capsys):
+    with pytest.raises(CmgemsError, match="the URL must start with one of http://, https://, ftp://, file://"):
+        genome.download("example.org/g.fa.gz", PAYLOAD_MD5, tmp_path / "g.fa.gz")
+    with pytest.raises(CmgemsError, match="retries must be >= 0"):
+        genome.download("https://example.org/g.fa.gz", PAYLOAD_MD5, tmp_path / "g.fa.gz", retries=-1)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["genome", "download", "--url", "https://example.org/g", "--md5", PAYLOAD_MD5, "--out", "g", "--retries", "-1"])
+    assert exit_.value.code == 2 and "--retries: must be >= 0, got -1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_paths_and_file_system_errors_are_one_line(tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "g.fa", RECORDS)
+    (tmp_path / "file").write_text("not a folder")
+    argv = ["genome", "contigs", "--fasta", str(fasta), "--out-dir"]
+    assert cli.main([*argv, str(tmp_path / "file" / "contigs")]) == 1
+    assert capsys.readouterr().err == f"cmgems genome: error: {tmp_path / 'file'}: is a file, so {tmp_path / 'file' / 'contigs'} cannot be written\n"
+    assert cli.main([*argv, str(tmp_path / ("x" * 300))]) == 1  # an OSError: printed, not a traceback
+    assert capsys.readouterr().err.startswith("cmgems genome: error: [Errno 36] File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "g.fa"]
 
 
 def test_cli_error_exit_code(tmp_path, capsys):

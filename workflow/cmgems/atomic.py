@@ -73,6 +73,14 @@ def check_replaceable(path: str | os.PathLike, directory: bool) -> None:
         raise CmgemsError(f"{final}: is a folder, expected a file path")
 
 
+def make_parent(path: Path) -> None:
+    """Create the folders above `path`; CmgemsError naming a file that stands where one goes."""
+    blocked = next((p for p in path.parents if os.path.lexists(p) and not p.is_dir()), None)
+    if blocked is not None:
+        raise CmgemsError(f"{blocked}: is a file, so {path} cannot be written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _temporary_sibling(final: Path, directory: bool) -> Path:
     umask = os.umask(0)
     os.umask(umask)
@@ -104,7 +112,7 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
     """
     final = Path(path)
     check_replaceable(final, directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(final)
     tmp = _temporary_sibling(final, directory)
     try:
         yield tmp
@@ -136,7 +144,7 @@ def merged_output(root: str | os.PathLike) -> Iterator[Path]:
     root = Path(root)
     if os.path.lexists(root) and not root.is_dir():
         raise CmgemsError(f"{root}: exists and is not a folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(root)
     tmp = _temporary_sibling(root, directory=True)
     try:
         yield tmp

@@ -22,6 +22,7 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -33,15 +34,19 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from cmgems.atomic import atomic_output, write_json
+from cmgems.cli import argument, int_at_least
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
+URL_SCHEMES = ("http", "https", "ftp", "file")
 
 # Default selection: chr1-22, chrX, chrY (with or without the "chr" prefix, e.g. GRCh37's "20").
 PRIMARY_CONTIG = re.compile(r"(chr)?([1-9]|1[0-9]|2[0-2]|X|Y)")
+# A contig selected by name becomes a file name (and a Snakemake wildcard, which allows [A-Za-z0-9_.-]+).
+CONTIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
 IUPAC = "ACGTUNRYKMSWBDHV"
 # bytes.translate table (a 256-entry lookup, run in C): A/C/G/T either case -> upper case, every
@@ -123,12 +128,16 @@ def download(
 
     Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
     .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it.
-    http(s):// and file:// URLs (file:// is copied whole, without retries).
+    http(s)://, ftp:// and file:// URLs (file:// is copied whole, without retries).
     """
     out = Path(out)
     md5 = md5.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{32}", md5):
         raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
+    if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:
+        raise CmgemsError(f"cannot download {url!r}: the URL must start with one of {', '.join(s + '://' for s in URL_SCHEMES)}")
+    if retries < 0:
+        raise CmgemsError(f"retries must be >= 0, got {retries}")
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
     if url.startswith("file:"):
@@ -162,6 +171,16 @@ def download(
 def is_selected(name: str, wanted: set[str]) -> bool:
     """Whether contig `name` is in `wanted`, or, when `wanted` is empty, a primary chromosome."""
     return name in wanted if wanted else PRIMARY_CONTIG.fullmatch(name) is not None
+
+
+def check_contig_name(name: str) -> str:
+    """`name` if it can name a contig's output file; CmgemsError otherwise."""
+    if not CONTIG_NAME.fullmatch(name):
+        raise CmgemsError(
+            f"contig name {name!r} cannot be a file name: use up to 200 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'"
+        )
+    return name
 
 
 def select_contigs(names: list[str], wanted: set[str], fasta: str | os.PathLike) -> list[str]:
@@ -361,7 +380,7 @@ def write_contigs(
     explicit `contigs` list, all of them must exist. The whole directory appears atomically.
     Returns the summary dict.
     """
-    wanted = set(contigs or ())
+    wanted = {check_contig_name(name) for name in contigs or ()}
     seen: set[str] = set()
     order: list[str] = []
     per_contig: dict[str, dict] = {}
@@ -399,11 +418,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     dl.add_argument("--url", required=True)
     dl.add_argument("--md5", required=True, help="expected md5 (hex)")
     dl.add_argument("--out", required=True, help="output file")
-    dl.add_argument("--retries", type=int, default=5)
+    dl.add_argument("--retries", type=int_at_least(0), default=5)
     dl.set_defaults(func=lambda a: download(a.url, a.md5, a.out, a.retries))
     ct = sub.add_parser("contigs", help="clean FASTA contigs into N-free Parquet segments")
     ct.add_argument("--fasta", required=True, help="FASTA (plain, gzip or BGZF)")
     ct.add_argument("--out-dir", required=True)
-    ct.add_argument("--contigs", nargs="+", default=None, help="default: chr1-22, chrX, chrY")
+    ct.add_argument("--contigs", nargs="+", default=None, type=argument(check_contig_name), help="default: chr1-22, chrX, chrY")
     ct.add_argument("--splice-n", action="store_true", help="delete N and splice (one row per contig)")
     ct.set_defaults(func=lambda a: write_contigs(a.fasta, a.contigs, a.out_dir, a.splice_n))
