@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmgems.errors import CmgemsError
-from cmgems.labelled import kmers_to_sequence, read_labelled, write_labelled
+from cmgems.labelled import check_labels, kmers_to_sequence, read_labelled, write_labelled
 
 
 def kmer_text(seq: str, k: int = 6) -> str:
@@ -67,6 +67,26 @@ def test_bad_input_named(tmp_path, name, text, message):
     with pytest.raises(CmgemsError, match=re.escape(message)) as err:
         read_labelled(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "train, others, message",
+    [
+        ([0, 2, 0, 2], {"test.csv": [0, 1]}, "train.csv: labels [0, 2] are not 0..2 (no training row has label 1)"),
+        ([1, 2], {}, "train.csv: labels [1, 2] are not 0..2 (no training row has label 0)"),
+        ([1, 1, 1], {"test.csv": [1]}, "train.csv: every row has label 1; a classifier needs at least 2 classes"),
+        ([0, 1], {"dev.csv": [0, 1], "test.csv": [2, 0, 3]}, "test.csv: label(s) [2, 3] not in the training set train.csv (labels [0, 1])"),
+        ([0, 1, 0], {"dev.csv": [5]}, "dev.csv: label(s) [5] not in the training set train.csv"),
+    ],
+    ids=["train-skips-a-class", "train-not-from-0", "single-class", "test-class-unseen", "dev-class-unseen"],
+)
+def test_label_sets_checked(train, others, message):
+    with pytest.raises(CmgemsError, match=re.escape(message)):
+        check_labels(("train.csv", np.array(train)), *((name, np.array(y)) for name, y in others.items()))
+
+
+def test_label_sets_accepted():
+    assert check_labels(("train.csv", np.array([2, 0, 1, 1])), ("test.csv", np.array([1, 1])), ("dev.csv", np.array([0, 2]))) == 3
 
 
 def test_missing_file(tmp_path):

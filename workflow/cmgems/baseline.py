@@ -18,8 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from cmgems import kmers
-from cmgems.errors import CmgemsError
-from cmgems.labelled import read_labelled
+from cmgems.labelled import check_labels, read_labelled
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
@@ -82,14 +81,10 @@ def baseline(train: str, test: str, out: str, dev: str | None = None, k: int = 6
     started = time.perf_counter()
     train_seqs, y = read_labelled(train)
     test_seqs, y_test = read_labelled(test)
-    num_labels = int(y.max()) + 1
-    if y_test.max() >= num_labels:
-        raise CmgemsError(f"{test}: label {y_test.max()} not seen in the training set (labels 0..{num_labels - 1})")
+    dev_seqs, y_dev = read_labelled(dev) if dev else (None, None)
+    num_labels = check_labels((train, y), (test, y_test), *([(dev, y_dev)] if dev else []))
     x = kmer_features(train_seqs, k)
-    dev_data = None
-    if dev:
-        dev_seqs, y_dev = read_labelled(dev)
-        dev_data = (kmer_features(dev_seqs, k), y_dev)
+    dev_data = (kmer_features(dev_seqs, k), y_dev) if dev else None
     c, grid = choose_c(x, y, seed, dev_data)
     model = fit(x, y, c, seed)
     train_seconds = time.perf_counter() - started

@@ -85,6 +85,31 @@ def read_labelled(path: str | Path) -> tuple[list[str], np.ndarray]:
     return sequences, np.asarray(labels, dtype=np.int64)
 
 
+def _listed(values: np.ndarray, most: int = 10) -> str:
+    shown = ", ".join(str(v) for v in values[:most])
+    return f"[{shown}{', ...' if len(values) > most else ''}]"
+
+
+def check_labels(train: tuple[str, np.ndarray], *evaluated: tuple[str, np.ndarray]) -> int:
+    """The number of classes of a training set's (path, labels); CmgemsError unless its labels are
+    0..C-1 with C >= 2 and every evaluated split's labels are among them."""
+    path, labels = train
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise CmgemsError(f"{path}: every row has label {classes[0]}; a classifier needs at least 2 classes")
+    if classes[-1] != len(classes) - 1:  # sorted, unique and >= 0: 0..C-1 unless the largest is above C-1
+        absent = int(np.flatnonzero(classes != np.arange(len(classes)))[0])
+        raise CmgemsError(
+            f"{path}: labels {_listed(classes)} are not 0..{classes[-1]} (no training row has label {absent}); "
+            "labels must number the classes from 0"
+        )
+    for other, other_labels in evaluated:
+        unseen = np.setdiff1d(np.unique(other_labels), classes)
+        if unseen.size:
+            raise CmgemsError(f"{other}: label(s) {_listed(unseen)} not in the training set {path} (labels {_listed(classes)})")
+    return len(classes)
+
+
 def write_labelled(path: str | Path, sequences: list[str], labels) -> None:
     """Write a `sequence,label` CSV (raw DNA, integer labels), atomically."""
     labels = np.asarray(labels)
