@@ -99,6 +99,19 @@ def test_download_md5_mismatch_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_download_md5_mismatch_after_resuming_a_stale_part_says_so(server, tmp_path):
+    (tmp_path / "g.fa.gz.part").write_bytes(b"not the start of the file" * 40)  # 1,000 bytes
+    with pytest.raises(CmgemsError) as err:
+        genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
+    assert Handler.ranges == ["bytes=1000-"]
+    assert "md5 mismatch" in str(err.value)
+    assert f"the download resumed {tmp_path / 'g.fa.gz.part'}, left by an earlier run (1,000 bytes)" in str(err.value)
+    assert "it is deleted now, so running again downloads the whole file" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+    genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)  # ... and it does
+    assert (tmp_path / "g.fa.gz").read_bytes() == PAYLOAD
+
+
 def test_download_http_error_is_not_retried(server, tmp_path):
     with pytest.raises(CmgemsError, match="404"):
         genome.download(f"{server}/missing", PAYLOAD_MD5, tmp_path / "g", backoff=0)

@@ -127,7 +127,8 @@ def download(
     """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
 
     Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
-    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it.
+    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it (and
+    says whether the download had resumed from a .part file left by an earlier call).
     http(s)://, ftp:// and file:// URLs (file:// is copied whole, without retries).
     """
     out = Path(out)
@@ -140,6 +141,7 @@ def download(
         raise CmgemsError(f"retries must be >= 0, got {retries}")
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
+    stale = part.stat().st_size if part.is_file() else 0  # a resume from an earlier run
     if url.startswith("file:"):
         retries = 0  # a local file does not get better by waiting
     for attempt in range(retries + 1):
@@ -160,7 +162,11 @@ def download(
     actual = file_digest(part, "md5")
     if actual != md5:
         part.unlink(missing_ok=True)
-        raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}")
+        note = ""
+        if stale and not url.startswith("file:"):
+            note = (f"; the download resumed {part}, left by an earlier run ({stale:,} bytes), which may be what is"
+                    " wrong: it is deleted now, so running again downloads the whole file")
+        raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}{note}")
     os.replace(part, out)
     return out
 
