@@ -63,12 +63,14 @@ def test_foreign_file_appearing_during_the_work_is_refused_at_the_end(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_error_in_the_work_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("directory", [False, True])
+def test_error_in_the_work_leaves_nothing_not_even_the_folders_made_for_it(tmp_path, directory):
+    (tmp_path / "a").mkdir()
     with pytest.raises(RuntimeError):
-        with atomic_output(tmp_path / "out", directory=True) as tmp:
-            (tmp / "a.txt").write_text("1")
+        with atomic_output(tmp_path / "a" / "b" / "c" / "out", directory=directory) as tmp:
+            (tmp / "a.txt" if directory else tmp).write_text("1")
             raise RuntimeError("stage failed")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.rglob("*")] == ["a"]
 
 
 @pytest.mark.parametrize(

@@ -73,12 +73,31 @@ def check_replaceable(path: str | os.PathLike, directory: bool) -> None:
         raise CmgemsError(f"{final}: is a folder, expected a file path")
 
 
-def make_parent(path: Path) -> None:
-    """Create the folders above `path`; CmgemsError naming a file that stands where one goes."""
+def make_parent(path: Path) -> list[Path]:
+    """Create the folders above `path` and return those created, outermost first; CmgemsError naming
+    a file that stands where a folder goes."""
     blocked = next((p for p in path.parents if os.path.lexists(p) and not p.is_dir()), None)
     if blocked is not None:
         raise CmgemsError(f"{blocked}: is a file, so {path} cannot be written")
+    created = [p for p in reversed(path.parents) if not os.path.lexists(p)]
     path.parent.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Delete `folders` (as make_parent returns them) while they are empty, innermost first."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _remove(path: Path, created: list[Path]) -> None:
+    """Delete a temporary `path`, then the folders `created` for it while they are empty."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    remove_empty(created)
 
 
 def _temporary_sibling(final: Path, directory: bool) -> Path:
@@ -95,13 +114,6 @@ def _temporary_sibling(final: Path, directory: bool) -> Path:
     return tmp
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on error delete it.
@@ -112,7 +124,7 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
     """
     final = Path(path)
     check_replaceable(final, directory)
-    make_parent(final)
+    created = make_parent(final)
     tmp = _temporary_sibling(final, directory)
     try:
         yield tmp
@@ -129,7 +141,7 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        _remove(tmp)
+        _remove(tmp, created)
         raise
 
 
@@ -144,12 +156,14 @@ def merged_output(root: str | os.PathLike) -> Iterator[Path]:
     root = Path(root)
     if os.path.lexists(root) and not root.is_dir():
         raise CmgemsError(f"{root}: exists and is not a folder")
-    make_parent(root)
+    created = make_parent(root)
     tmp = _temporary_sibling(root, directory=True)
     try:
         yield tmp
         new = files_under(tmp)
-        root.mkdir(exist_ok=True)
+        if not root.is_dir():
+            root.mkdir()
+            created.append(root)
         for name in sorted(new):
             blocked = next((p for p in Path(name).parents if os.path.lexists(root / p) and not (root / p).is_dir()), None)
             if blocked is not None or (root / name).is_dir():
@@ -161,8 +175,10 @@ def merged_output(root: str | os.PathLike) -> Iterator[Path]:
         for name in sorted(new):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / name, root / name)
-    finally:
-        _remove(tmp)
+    except BaseException:
+        _remove(tmp, created)
+        raise
+    _remove(tmp, [])
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

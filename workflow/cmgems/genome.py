@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from cmgems.atomic import atomic_output, write_json
+from cmgems.atomic import atomic_output, make_parent, remove_empty, write_json
 from cmgems.cli import argument, int_at_least
 from cmgems.errors import CmgemsError
 
@@ -116,6 +116,27 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         raise ConnectionError(f"connection closed after {got} of {expected} bytes")
 
 
+def _fetch_retrying(url: str, part: Path, retries: int, backoff: float, timeout: float) -> None:
+    """_fetch, retried up to `retries` times after backoff * 2**attempt seconds; CmgemsError when all fail."""
+    if url.startswith("file:"):
+        retries = 0  # a local file does not get better by waiting
+    for attempt in range(retries + 1):
+        try:
+            _fetch(url, part, timeout)
+            return
+        except urllib.error.HTTPError as err:
+            if err.code not in RETRYABLE_HTTP or attempt == retries:
+                raise CmgemsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
+            reason = f"HTTP {err.code}"
+        except (OSError, ValueError) as err:  # URLError, IncompleteRead, timeouts, resets
+            if attempt == retries:
+                raise CmgemsError(f"download of {url} failed after {retries + 1} attempts: {err}") from err
+            reason = str(err)
+        wait = backoff * 2**attempt
+        log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
+        time.sleep(wait)
+
+
 def download(
     url: str,
     md5: str,
@@ -139,34 +160,23 @@ def download(
         raise CmgemsError(f"cannot download {url!r}: the URL must start with one of {', '.join(s + '://' for s in URL_SCHEMES)}")
     if retries < 0:
         raise CmgemsError(f"retries must be >= 0, got {retries}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = make_parent(out)
     part = out.with_name(out.name + ".part")
     stale = part.stat().st_size if part.is_file() else 0  # a resume from an earlier run
-    if url.startswith("file:"):
-        retries = 0  # a local file does not get better by waiting
-    for attempt in range(retries + 1):
-        try:
-            _fetch(url, part, timeout)
-            break
-        except urllib.error.HTTPError as err:
-            if err.code not in RETRYABLE_HTTP or attempt == retries:
-                raise CmgemsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
-            reason = f"HTTP {err.code}"
-        except (OSError, ValueError) as err:  # URLError, IncompleteRead, timeouts, resets
-            if attempt == retries:
-                raise CmgemsError(f"download of {url} failed after {retries + 1} attempts: {err}") from err
-            reason = str(err)
-        wait = backoff * 2**attempt
-        log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
-        time.sleep(wait)
-    actual = file_digest(part, "md5")
-    if actual != md5:
-        part.unlink(missing_ok=True)
-        note = ""
-        if stale and not url.startswith("file:"):
-            note = (f"; the download resumed {part}, left by an earlier run ({stale:,} bytes), which may be what is"
-                    " wrong: it is deleted now, so running again downloads the whole file")
-        raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}{note}")
+    try:
+        _fetch_retrying(url, part, retries, backoff, timeout)
+        actual = file_digest(part, "md5")
+        if actual != md5:
+            part.unlink(missing_ok=True)
+            note = ""
+            if stale and not url.startswith("file:"):
+                note = (f"; the download resumed {part}, left by an earlier run ({stale:,} bytes), which may be what is"
+                        " wrong: it is deleted now, so running again downloads the whole file")
+            raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}{note}")
+    except BaseException:
+        if not part.exists():  # nothing to resume from: leave no folder behind either
+            remove_empty(created)
+        raise
     os.replace(part, out)
     return out
 

@@ -14,7 +14,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from cmgems.atomic import merged_output
+from cmgems.atomic import make_parent, merged_output, remove_empty
 from cmgems.errors import CmgemsError
 from cmgems.genome import download
 
@@ -62,11 +62,15 @@ def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise CmgemsError(f"{out_dir}: exists and is not a folder (--out is the GUE root folder)")
     archive = out_dir.parent / f".{out_dir.name}.zip"
-    download(url, md5, archive)
+    created = make_parent(out_dir)
     try:
+        download(url, md5, archive)
         unpack(archive, out_dir, expect)
-    finally:
+    except BaseException:
         archive.unlink(missing_ok=True)
+        remove_empty(created)  # kept while it holds a .part file to resume from
+        raise
+    archive.unlink()
     log.info("GUE unpacked into %s (%d tasks checked)", out_dir, len(expect))
 
 
