@@ -303,6 +303,8 @@ def fai_lengths(fasta: Path) -> dict[str, int] | None:
         fields = line.split("\t")
         if len(fields) < 2 or not fields[1].isdigit():
             raise CmgemsError(f"{fai}, line {line_no}: not a FASTA index line (name, length, offset, ...)")
+        if fields[0] in lengths:
+            raise CmgemsError(f"{fai}, line {line_no}: contig {fields[0]} is listed twice")
         lengths[fields[0]] = int(fields[1])
     return lengths
 
@@ -353,7 +355,7 @@ def read_fasta(fasta: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
 
     Read here rather than by htslib, which cuts a sequence at a NUL byte. CmgemsError naming the file
     (and line) for a corrupt or truncated file, a byte other than printable ASCII in a sequence, a
-    missing BGZF end-of-file block, or contig lengths unlike those of a `.fai` beside the file.
+    duplicate name, a missing BGZF end-of-file block, or contigs unlike those of a `.fai` beside it.
     """
     path = Path(fasta)
     if not path.is_file():
@@ -370,6 +372,8 @@ def read_fasta(fasta: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
                     if not fields or fields[0].translate(None, SEQUENCE_BYTES):
                         raise CmgemsError(f"{fasta}, line {line_no}: a header needs a name of printable ASCII characters")
                     name, header_line, pieces = fields[0].decode("ascii"), line_no, []
+                    if name in names:
+                        raise CmgemsError(f"{fasta}, line {line_no}: duplicate contig name {name}")
                     names.add(name)
                 elif name is not None:
                     pieces.append(piece)
@@ -392,23 +396,22 @@ def write_contigs(
 ) -> dict:
     """Write `out_dir/{contig}.parquet` (cleaned segments) for the selected contigs and summary.json.
 
-    Every record name is checked (no duplicates) but only selected contigs are cleaned. With an
+    Every record is read (see read_fasta) but only selected contigs are cleaned. With an
     explicit `contigs` list, all of them must exist. The whole directory appears atomically.
     Returns the summary dict.
     """
     wanted = {check_contig_name(name) for name in contigs or ()}
-    seen: set[str] = set()
     order: list[str] = []
     per_contig: dict[str, dict] = {}
     with atomic_output(out_dir, directory=True) as tmp:
         for name, seq in read_fasta(fasta):
-            if name in seen:
-                raise CmgemsError(f"duplicate contig name {name} in {fasta}")
-            seen.add(name)
             order.append(name)
             if is_selected(name, wanted):
                 log.info("cleaning %s (%d bp)", name, len(seq))
-                table, per_contig[name] = segment_table(name, seq, splice_n)
+                try:
+                    table, per_contig[name] = segment_table(name, seq, splice_n)
+                except CmgemsError as err:
+                    raise CmgemsError(f"{fasta}: {err}") from None
                 del seq
                 write_segments(table, tmp / f"{name}.parquet", name, splice_n)
         if not order:
