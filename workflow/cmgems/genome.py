@@ -40,6 +40,7 @@ from cmgems.errors import CmgemsError
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+FASTA_BLOCK = 1 << 22
 RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
 URL_SCHEMES = ("http", "https", "ftp", "file")
 
@@ -314,8 +315,8 @@ def _pieces(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
     header line or a run of sequence lines. Read in blocks: line by line is 3x slower."""
     line_no, carry = 1, []
     while True:
-        block = handle.read(CHUNK_BYTES * 4)
-        cut = block.rfind(b"\n") + 1 if block else len(block)
+        block = handle.read(FASTA_BLOCK)
+        cut = block.rfind(b"\n") + 1
         if block and not cut:
             carry.append(block)  # a line longer than a block (an unwrapped sequence)
             continue
@@ -335,6 +336,7 @@ def _record(fasta: Path, name: str, header_line: int, pieces: list[bytes], index
     """The sequence of one record from its lines; CmgemsError naming file, line and contig for a byte
     that is not printable ASCII, or for a length that differs from the .fai index."""
     text = b"".join(pieces).replace(b"\r\n", b"\n")
+    pieces.clear()  # the caller's list: at most two copies of the sequence at a time
     seq = text.replace(b"\n", b"")
     bad = seq.translate(None, SEQUENCE_BYTES)
     if bad:
