@@ -80,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (CmgemsError, OSError) as err:
-        if isinstance(err, OSError):
-            log.debug("file-system error", exc_info=True)
-        print(f"cmgems {args.stage}: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    except CmgemsError as err:
+        message = str(err)
+    except OSError as err:
+        log.debug("file-system error", exc_info=True)  # with -v: where it came from
+        message = str(err)
+    else:
+        return 0
+    print(f"cmgems {args.stage}: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def unpack(archive_path: Path, out_dir: Path, expect: list[str]) -> None:
 def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     """Download the GUE archive (md5-checked, resumable) next to `out_dir`, unpack it, delete it."""
     out_dir = Path(out_dir)
-    if os.path.lexists(out_dir) and not out_dir.is_dir():
+    if os.path.lexists(out_dir) and not out_dir.is_dir():  # merged_output says so too, but after the download
         raise CmgemsError(f"{out_dir}: exists and is not a folder (--out is the GUE root folder)")
     archive = out_dir.parent / f".{out_dir.name}.zip"
     created = make_parent(out_dir)
