@@ -80,6 +80,26 @@ def test_cv_path_and_bad_input(tmp_path, capsys):
     assert not bad_out.exists() and not list(tmp_path.glob(".bad_run*"))
 
 
+@pytest.mark.parametrize(
+    "train_labels, test_labels, message",
+    [
+        ([0, 0, 0, 0], [0, 0], "train.csv: every row has label 0; a classifier needs at least 2 classes"),
+        ([0, 2, 0, 2], [0, 1], "train.csv: labels [0, 2] are not 0..2 (no training row has label 1)"),
+        ([0, 1, 0, 1], [0, 2], "test.csv: label(s) [2] not in the training set"),
+    ],
+    ids=["single-class", "train-skips-a-class", "test-class-unseen"],
+)
+def test_label_sets_are_checked(tmp_path, capsys, train_labels, test_labels, message):
+    """Before: a single class scored accuracy 1.0, and a class never trained on was scored."""
+    seqs = ["ACGTACGTAAGG", "TTGGCCAATTGA", "GGGCCCAAATTT", "ACACACGTGTGT"]
+    write_labelled(tmp_path / "train.csv", seqs, train_labels)
+    write_labelled(tmp_path / "test.csv", seqs[: len(test_labels)], test_labels)
+    argv = ["baseline", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"), "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv", "train.csv"]
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_mouse2_is_a_real_competitor(shared_data, tmp_path):

@@ -6,6 +6,8 @@ import gzip
 import hashlib
 import http.server
 import json
+import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pysam
 import pytest
 
 from cmgems import cli, genome
+from cmgems.atomic import OWNED
 from cmgems.errors import CmgemsError
 
 PAYLOAD = bytes(range(256)) * 4000  # 1 MB
@@ -96,6 +99,19 @@ def test_download_md5_mismatch_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_download_md5_mismatch_after_resuming_a_stale_part_says_so(server, tmp_path):
+    (tmp_path / "g.fa.gz.part").write_bytes(b"not the start of the file" * 40)  # 1,000 bytes
+    with pytest.raises(CmgemsError) as err:
+        genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
+    assert Handler.ranges == ["bytes=1000-"]
+    assert "md5 mismatch" in str(err.value)
+    assert f"the download resumed {tmp_path / 'g.fa.gz.part'}, left by an earlier run (1,000 bytes)" in str(err.value)
+    assert "it is deleted now, so running again downloads the whole file" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+    genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)  # ... and it does
+    assert (tmp_path / "g.fa.gz").read_bytes() == PAYLOAD
+
+
 def test_download_http_error_is_not_retried(server, tmp_path):
     with pytest.raises(CmgemsError, match="404"):
         genome.download(f"{server}/missing", PAYLOAD_MD5, tmp_path / "g", backoff=0)
@@ -155,6 +171,7 @@ def test_segments_exact(tmp_path, compression):
     fasta = write_fasta(tmp_path / "g.fa.gz", RECORDS, compression)
     summary = genome.write_contigs(fasta, None, tmp_path / "contigs")
     assert sorted(p.name for p in (tmp_path / "contigs").iterdir()) == [
+        OWNED,
         "chr1.parquet",
         "chr2.parquet",
         "summary.json",
@@ -182,6 +199,7 @@ def test_splice_n_and_explicit_selection(tmp_path):
     assert cli.main(["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(tmp_path / "c"),
                      "--contigs", "chr1", "chrM", "--splice-n"]) == 0  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        OWNED,
         "chr1.parquet",
         "chrM.parquet",
         "summary.json",
@@ -193,6 +211,17 @@ def test_splice_n_and_explicit_selection(tmp_path):
 def test_grch37_names_are_primary(tmp_path):
     fasta = write_fasta(tmp_path / "g.fa", [("20", "ACGT"), ("GL000192.1", "ACGT"), ("MT", "AC")])
     assert list(genome.write_contigs(fasta, [], tmp_path / "c")["contigs"]) == ["20"]
+
+
+def test_contigs_replace_their_own_folder_but_not_a_users(tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "g.fa", RECORDS)
+    out = tmp_path / "out"
+    argv = ["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(out)]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0  # a rerun replaces what the first run wrote
+    (out / "my_notes.txt").write_text("keep me")
+    assert cli.main(argv) == 1
+    assert f"{out}: refusing to replace the folder" in capsys.readouterr().err
+    assert (out / "my_notes.txt").read_text() == "keep me" and (out / "chr1.parquet").exists()
 
 
 def assert_fails_cleanly(tmp_path: Path, fasta: Path, match: str, contigs=None) -> CmgemsError:
@@ -236,8 +265,100 @@ def test_truncated_gzip(tmp_path, compression):
     full.unlink()
     fasta = tmp_path / "t.fa.gz"
     fasta.write_bytes(data[: len(data) // 2])
-    err = assert_fails_cleanly(tmp_path, fasta, "truncated or corrupt")
+    err = assert_fails_cleanly(tmp_path, fasta, "truncated")
     assert str(fasta) in str(err)
+
+
+def bgzf_block_ends(data: bytes) -> list[int]:
+    """Offsets just past each BGZF block (its BSIZE field, bytes 16-17, is the block size - 1)."""
+    ends, pos = [], 0
+    while pos < len(data):
+        pos += int.from_bytes(data[pos + 16 : pos + 18], "little") + 1
+        ends.append(pos)
+    return ends
+
+
+@pytest.mark.parametrize("contig", ["chr1", "chrUn_x"], ids=["selected", "unselected"])
+def test_nul_byte_is_an_error_not_the_end_of_the_contig(tmp_path, contig):
+    fasta = tmp_path / "nul.fa"
+    fasta.write_bytes(f">chr2\nACGT\n>{contig}\nACGTACGT\nACGT\x00ACGT\nACGTACGT\n".encode())
+    err = assert_fails_cleanly(tmp_path, fasta, rf"line 5 \(contig {contig}\): byte b'\\x00' in a sequence line")
+    assert str(fasta) in str(err)
+
+
+def test_bgzf_cut_at_a_block_boundary_is_an_error(tmp_path):
+    records = [("chr1", "ACGTTGCAAC" * 30000), ("chr2", "TTGCA" * 1000)]
+    data = write_fasta(tmp_path / "full.fa.gz", records, "bgzf").read_bytes()
+    ends = bgzf_block_ends(data)
+    assert len(ends) > 3 and data.endswith(genome.BGZF_EOF)
+    (tmp_path / "full.fa.gz").unlink()
+    fasta = tmp_path / "cut.fa.gz"
+    fasta.write_bytes(data[: ends[1]])  # gzip alone reads this as a complete (shorter) file
+    assert_fails_cleanly(tmp_path, fasta, "the BGZF end-of-file block is missing")
+
+
+def test_contig_lengths_are_checked_against_the_fai(tmp_path):
+    fasta = write_fasta(tmp_path / "g.fa", [("chr1", "ACGT" * 6), ("chr2", "ACGTAC")])
+    pysam.faidx(str(fasta))
+    fai = tmp_path / "g.fa.fai"
+    assert list(genome.write_contigs(fasta, None, tmp_path / "ok")["contigs"]) == ["chr1", "chr2"]
+    shutil.rmtree(tmp_path / "ok")
+    whole = fasta.read_text()
+    fasta.write_text("".join(whole.splitlines(keepends=True)[:3]))  # the header and 2 lines of 7 bp
+    assert_fails_cleanly(tmp_path, fasta, rf"contig chr1 has 14 bp but {fai} lists 24 \(truncated")
+    fasta.write_text(whole.split(">chr2")[0])
+    assert_fails_cleanly(tmp_path, fasta, rf"ends without contig\(s\) chr2 listed in {fai}")
+    fasta.write_text(whole + ">chr3\nACGT\n")
+    assert_fails_cleanly(tmp_path, fasta, rf"contig chr3 is not in its index {fai}")
+
+
+@pytest.mark.realdata
+def test_real_hg38_slice_cut_at_a_block_boundary(shared_data, tmp_path):
+    source = shared_data / "genome" / "hg38_chr2_1-2333275.fa.gz"
+    data = source.read_bytes()
+    cut = data[: bgzf_block_ends(data)[10]]
+    fasta = tmp_path / "chr2.fa.gz"
+    fasta.write_bytes(cut)
+    assert_fails_cleanly(tmp_path, fasta, "the BGZF end-of-file block is missing")
+    fasta.write_bytes(cut + genome.BGZF_EOF)  # a well-formed but shorter file: the index still tells
+    shutil.copy(source.with_name(source.name + ".fai"), tmp_path / "chr2.fa.gz.fai")
+    assert_fails_cleanly(tmp_path, fasta, r"contig chr2 has [0-9,]+ bp but .*chr2.fa.gz.fai lists 2,333,275")
+
+
+@pytest.mark.parametrize("name", ["chr1/sub", "../../x", ".hidden", "chr*", "chr 1", "a" * 201])
+def test_contig_names_that_cannot_be_file_names(tmp_path, capsys, name):
+    fasta = tmp_path / "a" / "b" / "g.fa"
+    fasta.parent.mkdir(parents=True)
+    fasta.write_text(f">{name}\nACGT\n>chr1\nACGT\n")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(CmgemsError, match=f"contig name {re.escape(repr(name))} cannot be a file name"):
+        genome.write_contigs(fasta, [name], fasta.parent / "out")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(fasta.parent / "out"), "--contigs", "chr1", name])
+    assert exit_.value.code == 2 and "cannot be a file name" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside the output folder or outside it
+
+
+def test_download_arguments_are_checked_first(tmp_path, capsys):
+    with pytest.raises(CmgemsError, match="the URL must start with one of http://, https://, ftp://, file://"):
+        genome.download("example.org/g.fa.gz", PAYLOAD_MD5, tmp_path / "g.fa.gz")
+    with pytest.raises(CmgemsError, match="retries must be >= 0"):
+        genome.download("https://example.org/g.fa.gz", PAYLOAD_MD5, tmp_path / "g.fa.gz", retries=-1)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["genome", "download", "--url", "https://example.org/g", "--md5", PAYLOAD_MD5, "--out", "g", "--retries", "-1"])
+    assert exit_.value.code == 2 and "--retries: must be >= 0, got -1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_paths_and_file_system_errors_are_one_line(tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "g.fa", RECORDS)
+    (tmp_path / "file").write_text("not a folder")
+    argv = ["genome", "contigs", "--fasta", str(fasta), "--out-dir"]
+    assert cli.main([*argv, str(tmp_path / "file" / "contigs")]) == 1
+    assert capsys.readouterr().err == f"cmgems genome: error: {tmp_path / 'file'}: is a file, so {tmp_path / 'file' / 'contigs'} cannot be written\n"
+    assert cli.main([*argv, str(tmp_path / ("x" * 300))]) == 1  # an OSError: printed, not a traceback
+    assert capsys.readouterr().err.startswith("cmgems genome: error: [Errno 36] File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "g.fa"]
 
 
 def test_cli_error_exit_code(tmp_path, capsys):

@@ -58,3 +58,29 @@ def test_bad_archives_leave_nothing(tmp_path, members, md5_override, message):
         fetch((tmp_path / "GUE.zip").as_uri(), md5_override or md5, out, TASKS)
     assert list(out.parent.iterdir()) == []
     assert not (tmp_path / "evil.csv").exists()
+
+
+def test_fetch_keeps_the_users_files_and_refetches_its_own(tmp_path):
+    """A user keeping their own files under the GUE root: fetching (twice) adds GUE beside them."""
+    out = tmp_path / "resources" / "GUE"
+    (out / "mine" / "my_task").mkdir(parents=True)
+    (out / "mine" / "my_task" / "train.csv").write_text("sequence,label\nACGT,0\n")
+    (out / "NOTES.md").write_text("my notes")
+    md5 = make_zip(tmp_path / "GUE.zip", gue_members())
+    for _ in range(2):
+        fetch((tmp_path / "GUE.zip").as_uri(), md5, out, TASKS)
+    assert (out / "NOTES.md").read_text() == "my notes"
+    assert (out / "mine" / "my_task" / "train.csv").read_text() == "sequence,label\nACGT,0\n"
+    assert (out / "mouse/0/test.csv").read_text() == "sequence,label\nACGTACGT,0\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["GUE"]
+
+
+def test_fetch_refuses_to_overwrite_a_users_task_file(tmp_path):
+    out = tmp_path / "GUE"
+    (out / "mouse" / "0").mkdir(parents=True)
+    (out / "mouse" / "0" / "train.csv").write_text("my own split")
+    md5 = make_zip(tmp_path / "GUE.zip", gue_members())
+    with pytest.raises(CmgemsError, match=r"cmgems did not write, e.g. 'mouse/0/train.csv'"):
+        fetch((tmp_path / "GUE.zip").as_uri(), md5, out, TASKS)
+    assert (out / "mouse" / "0" / "train.csv").read_text() == "my own split"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["mouse", "mouse/0", "mouse/0/train.csv"]

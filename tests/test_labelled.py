@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmgems.errors import CmgemsError
-from cmgems.labelled import kmers_to_sequence, read_labelled, write_labelled
+from cmgems.labelled import check_labels, data_statistics, kmers_to_sequence, read_labelled, write_labelled
 
 
 def kmer_text(seq: str, k: int = 6) -> str:
@@ -57,6 +57,12 @@ def test_genemask_tsv_quoted_and_unquoted(tmp_path):
             "line 3: its 6-mers do not overlap",
         ),
         ("short.csv", "sequence,label\nACGT\n", "line 2: 1 field(s)"),
+        ("underscore.csv", "sequence,label\nACGT,1_0\n", "line 2: label '1_0' is not an integer"),
+        ("huge.csv", "sequence,label\nACGT,99999999999\n", "line 2: label 99999999999 is too large"),
+        ("unbalanced.tsv", 'sequence\tlabel\n"ACGTAC\t1\nACGTAC\t0\n', "line 2: cannot split the row into fields"),
+        ("unbalanced_last.tsv", 'sequence\tlabel\nACGTAC\t1\n"ACGTAC\t0\n', "line 3: cannot split the row into fields"),
+        ("quote_spans_lines.tsv", 'sequence\tlabel\n"ACGTAC\t1\nACG"\t0\n', "line 2: unbalanced quote"),
+        ("misplaced.tsv", 'sequence\tlabel\n"ACGTAC"x\t1\n', "an unbalanced or misplaced quote?"),
         ("empty.csv", "sequence,label\n", "no rows (empty split)"),
         ("blank.tsv", '"sequence"\t"label"\n\n', "no rows (empty split)"),
     ],
@@ -67,6 +73,50 @@ def test_bad_input_named(tmp_path, name, text, message):
     with pytest.raises(CmgemsError, match=re.escape(message)) as err:
         read_labelled(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "train, others, message",
+    [
+        ([0, 2, 0, 2], {"test.csv": [0, 1]}, "train.csv: labels [0, 2] are not 0..2 (no training row has label 1)"),
+        ([1, 2], {}, "train.csv: labels [1, 2] are not 0..2 (no training row has label 0)"),
+        ([1, 1, 1], {"test.csv": [1]}, "train.csv: every row has label 1; a classifier needs at least 2 classes"),
+        ([0, 1], {"dev.csv": [0, 1], "test.csv": [2, 0, 3]}, "test.csv: label(s) [2, 3] not in the training set train.csv (labels [0, 1])"),
+        ([0, 1, 0], {"dev.csv": [5]}, "dev.csv: label(s) [5] not in the training set train.csv"),
+    ],
+    ids=["train-skips-a-class", "train-not-from-0", "single-class", "test-class-unseen", "dev-class-unseen"],
+)
+def test_label_sets_checked(train, others, message):
+    with pytest.raises(CmgemsError, match=re.escape(message)):
+        check_labels(("train.csv", np.array(train)), *((name, np.array(y)) for name, y in others.items()))
+
+
+def test_label_sets_accepted():
+    assert check_labels(("train.csv", np.array([2, 0, 1, 1])), ("test.csv", np.array([1, 1])), ("dev.csv", np.array([0, 2]))) == 3
+
+
+def test_byte_order_mark_and_crlf_accepted(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffsequence,label\r\nACGTAC,1\r\nGGCCAA,0\r\n".encode("utf-8"))
+    seqs, labels = read_labelled(path)
+    assert seqs == ["ACGTAC", "GGCCAA"] and labels.tolist() == [1, 0]
+
+
+def test_data_statistics_counts_exactly(caplog):
+    splits = {
+        "train": ["ACGTACGTAC", "ACG", "TTTTTTTTTTTTTTT"],
+        "dev": ["ACGTACGTAC", "GGG"],
+        "test": ["ACGTACGTAC", "TTTTTTTTTTTTTTT", "CCCCCCCCCCCC", "A"],
+    }
+    # k = 4, max_length 10: 8 k-mers fit, so sequences over 11 bp are truncated; under 4 bp have no k-mer
+    assert data_statistics(splits, 4, 10) == {
+        "train": {"rows": 3, "shorter_than_k": 1, "truncated": 1},
+        "dev": {"rows": 2, "shorter_than_k": 1, "truncated": 0, "in_train": 1},
+        "test": {"rows": 4, "shorter_than_k": 1, "truncated": 2, "in_train": 2},
+    }
+    assert "test split: 2 of 4 sequences also occur in the training set" in caplog.text
+    assert "test split: 2 of 4 sequences are longer than 10 tokens and are truncated" in caplog.text
+    assert data_statistics({"train": ["ACGTACGTACGT"]}, 4)["train"]["truncated"] is None
 
 
 def test_missing_file(tmp_path):

@@ -18,8 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from cmgems import kmers
-from cmgems.errors import CmgemsError
-from cmgems.labelled import read_labelled
+from cmgems.labelled import check_labels, data_statistics, read_labelled
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
@@ -82,14 +81,12 @@ def baseline(train: str, test: str, out: str, dev: str | None = None, k: int = 6
     started = time.perf_counter()
     train_seqs, y = read_labelled(train)
     test_seqs, y_test = read_labelled(test)
-    num_labels = int(y.max()) + 1
-    if y_test.max() >= num_labels:
-        raise CmgemsError(f"{test}: label {y_test.max()} not seen in the training set (labels 0..{num_labels - 1})")
+    dev_seqs, y_dev = read_labelled(dev) if dev else (None, None)
+    num_labels = check_labels((train, y), (test, y_test), *([(dev, y_dev)] if dev else []))
+    splits = {"train": train_seqs, "dev": dev_seqs, "test": test_seqs}
+    data = data_statistics({name: seqs for name, seqs in splits.items() if seqs is not None}, k)
     x = kmer_features(train_seqs, k)
-    dev_data = None
-    if dev:
-        dev_seqs, y_dev = read_labelled(dev)
-        dev_data = (kmer_features(dev_seqs, k), y_dev)
+    dev_data = (kmer_features(dev_seqs, k), y_dev) if dev else None
     c, grid = choose_c(x, y, seed, dev_data)
     model = fit(x, y, c, seed)
     train_seconds = time.perf_counter() - started
@@ -107,6 +104,7 @@ def baseline(train: str, test: str, out: str, dev: str | None = None, k: int = 6
         "n_train": len(y),
         "n_dev": len(dev_data[1]) if dev_data else None,
         "n_test": len(y_test),
+        "data": data,
         "train_seconds": train_seconds,
         "train_sequences_per_s": len(y) / train_seconds,
         "inference_sequences_per_s": len(y_test) / inference_seconds if inference_seconds else None,

@@ -1,7 +1,8 @@
 """`cmgems <stage> ...`: one subcommand per pipeline stage; each stage module is imported only when used.
 
 A stage module defines `configure_parser(parser)`, which adds its arguments (or its own subcommands)
-and sets `func` through `parser.set_defaults(func=...)`; `func(args)` does the work.
+and sets `func` through `parser.set_defaults(func=...)`; `func(args)` does the work. Bad arguments
+stop argparse (exit 2); bad input files and file-system errors print one line naming the file (exit 1).
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Callable, TypeVar
 
 from cmgems.errors import CmgemsError
+
+T = TypeVar("T")
+log = logging.getLogger("cmgems")
 
 STAGES = {
     "genome": ("cmgems.genome", "download a reference genome and write cleaned contigs"),
@@ -25,6 +30,33 @@ STAGES = {
     "baseline": ("cmgems.baseline", "k-mer count logistic-regression baseline"),
     "report": ("cmgems.report", "tables and figures from finished runs"),
 }
+
+
+def argument(check: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse `type` from a check that raises CmgemsError, whose message argparse then reports."""
+
+    def convert(text: str) -> T:
+        try:
+            return check(text)
+        except CmgemsError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer >= `minimum`."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return convert
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -49,9 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except CmgemsError as err:
-        print(f"cmgems {args.stage}: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        message = str(err)
+    except OSError as err:
+        log.debug("file-system error", exc_info=True)  # with -v: where it came from
+        message = str(err)
+    else:
+        return 0
+    print(f"cmgems {args.stage}: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from cmgems import kmers
 from cmgems.atomic import atomic_output
 from cmgems.errors import CmgemsError
-from cmgems.labelled import read_labelled
+from cmgems.labelled import check_labels, data_statistics, read_labelled
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
@@ -141,12 +141,6 @@ def load_split(path: str, k: int, max_length: int) -> Split:
     sequences, labels = read_labelled(path)
     ids = torch.from_numpy(kmers.encode_batch([s.encode("ascii") for s in sequences], k, max_length))
     return Split(path, ids, (ids != kmers.PAD_ID).sum(dim=1), torch.from_numpy(labels))
-
-
-def check_labels(split: Split, num_labels: int) -> None:
-    bad = int(split.labels.max())
-    if bad >= num_labels:
-        raise CmgemsError(f"{split.path}: label {bad} not seen in the training set (labels 0..{num_labels - 1})")
 
 
 def optimizer_steps(n: int, batch_size: int, grad_accum: int, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
@@ -290,9 +284,9 @@ def finetune(s: Settings) -> dict:
     k = read_k(s.model)
     train, test = load_split(s.train, k, s.max_length), load_split(s.test, k, s.max_length)
     dev = load_split(s.dev, k, s.max_length) if s.dev else None
-    num_labels = int(train.labels.max()) + 1
-    for split in (test, dev) if dev else (test,):
-        check_labels(split, num_labels)
+    num_labels = check_labels(*((p.path, p.labels.numpy()) for p in (train, test, dev) if p is not None))
+    named = {"train": s.train, "dev": s.dev, "test": s.test}
+    data = data_statistics({name: read_labelled(path)[0] for name, path in named.items() if path}, k, s.max_length)
     schedule = Schedule.of(len(train), s)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -318,6 +312,7 @@ def finetune(s: Settings) -> dict:
         "n_train": len(train),
         "n_dev": len(dev) if dev is not None else None,
         "n_test": len(test),
+        "data": data,
         "train_seconds": train_seconds,
         "train_sequences_per_s": seen / train_seconds,
         "inference_sequences_per_s": len(test) / inference_seconds,

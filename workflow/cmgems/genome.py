@@ -5,11 +5,16 @@ the longest selected contig (about 5 bytes per base). Each selected contig is up
 masking dropped); every IUPAC code other than A/C/G/T counts as N, and the contig is split at N runs
 into maximal N-free segments, or, with splice_n=True, N is deleted and the rest spliced into one row
 (GeneMask's corpus). Output: `{contig}.parquet` per contig and `summary.json`.
+
+The reader checks that the file is whole: a BGZF file must end with its end-of-file block, sequence
+lines may hold printable ASCII only (a NUL byte is an error, not the end of the contig), and where
+a samtools `.fai` index lies beside the file, the contigs and their lengths must match it.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import logging
 import os
@@ -17,24 +22,32 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from cmgems.atomic import atomic_output, write_json
+from cmgems.atomic import atomic_output, make_parent, remove_empty, write_json
+from cmgems.cli import argument, int_at_least
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+FASTA_BLOCK = 1 << 22
 RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
+URL_SCHEMES = ("http", "https", "ftp", "file")
 
 # Default selection: chr1-22, chrX, chrY (with or without the "chr" prefix, e.g. GRCh37's "20").
 PRIMARY_CONTIG = re.compile(r"(chr)?([1-9]|1[0-9]|2[0-2]|X|Y)")
+# A contig selected by name becomes a file name (and a Snakemake wildcard, which allows [A-Za-z0-9_.-]+).
+CONTIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
 IUPAC = "ACGTUNRYKMSWBDHV"
 # bytes.translate table (a 256-entry lookup, run in C): A/C/G/T either case -> upper case, every
@@ -44,6 +57,8 @@ for _c in IUPAC:
     CLEAN[ord(_c)] = CLEAN[ord(_c.lower())] = ord(_c) if _c in "ACGT" else ord("N")
 CLEAN = bytes(CLEAN)
 ACGT_RUN = re.compile(rb"[ACGT]+")
+SEQUENCE_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but space: what a sequence line may hold
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # SAM spec 4.1.2
 
 SEGMENT_SCHEMA = pa.schema(
     [("contig", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("sequence", pa.binary())]
@@ -102,32 +117,14 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         raise ConnectionError(f"connection closed after {got} of {expected} bytes")
 
 
-def download(
-    url: str,
-    md5: str,
-    out: str | os.PathLike,
-    retries: int = 5,
-    backoff: float = 1.0,
-    timeout: float = 60.0,
-) -> Path:
-    """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
-
-    Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
-    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it.
-    http(s):// and file:// URLs (file:// is copied whole, without retries).
-    """
-    out = Path(out)
-    md5 = md5.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{32}", md5):
-        raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
+def _fetch_retrying(url: str, part: Path, retries: int, backoff: float, timeout: float) -> None:
+    """_fetch, retried up to `retries` times after backoff * 2**attempt seconds; CmgemsError when all fail."""
     if url.startswith("file:"):
         retries = 0  # a local file does not get better by waiting
     for attempt in range(retries + 1):
         try:
             _fetch(url, part, timeout)
-            break
+            return
         except urllib.error.HTTPError as err:
             if err.code not in RETRYABLE_HTTP or attempt == retries:
                 raise CmgemsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
@@ -139,10 +136,48 @@ def download(
         wait = backoff * 2**attempt
         log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
         time.sleep(wait)
-    actual = file_digest(part, "md5")
-    if actual != md5:
-        part.unlink(missing_ok=True)
-        raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}")
+
+
+def download(
+    url: str,
+    md5: str,
+    out: str | os.PathLike,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> Path:
+    """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
+
+    Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
+    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it (and
+    says whether the download had resumed from a .part file left by an earlier call).
+    http(s)://, ftp:// and file:// URLs (file:// is copied whole, without retries).
+    """
+    out = Path(out)
+    md5 = md5.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
+    if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:
+        raise CmgemsError(f"cannot download {url!r}: the URL must start with one of {', '.join(s + '://' for s in URL_SCHEMES)}")
+    if retries < 0:
+        raise CmgemsError(f"retries must be >= 0, got {retries}")
+    created = make_parent(out)
+    part = out.with_name(out.name + ".part")
+    stale = part.stat().st_size if part.is_file() else 0  # a resume from an earlier run
+    try:
+        _fetch_retrying(url, part, retries, backoff, timeout)
+        actual = file_digest(part, "md5")
+        if actual != md5:
+            part.unlink(missing_ok=True)
+            note = ""
+            if stale and not url.startswith("file:"):
+                note = (f"; the download resumed {part}, left by an earlier run ({stale:,} bytes), which may be what is"
+                        " wrong: it is deleted now, so running again downloads the whole file")
+            raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}{note}")
+    except BaseException:
+        if not part.exists():  # nothing to resume from: leave no folder behind either
+            remove_empty(created)
+        raise
     os.replace(part, out)
     return out
 
@@ -153,6 +188,16 @@ def download(
 def is_selected(name: str, wanted: set[str]) -> bool:
     """Whether contig `name` is in `wanted`, or, when `wanted` is empty, a primary chromosome."""
     return name in wanted if wanted else PRIMARY_CONTIG.fullmatch(name) is not None
+
+
+def check_contig_name(name: str) -> str:
+    """`name` if it can name a contig's output file; CmgemsError otherwise."""
+    if not CONTIG_NAME.fullmatch(name):
+        raise CmgemsError(
+            f"contig name {name!r} cannot be a file name: use up to 200 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'"
+        )
+    return name
 
 
 def select_contigs(names: list[str], wanted: set[str], fasta: str | os.PathLike) -> list[str]:
@@ -234,21 +279,115 @@ def write_segments(table: pa.Table, path: Path, name: str, splice_n: bool) -> No
     )
 
 
-def read_fasta(fasta: str | os.PathLike):
-    """Yield (name, sequence bytes) per record of a plain, gzip or BGZF FASTA; CmgemsError if corrupt."""
-    import pysam
+def open_fasta(path: Path) -> BinaryIO:
+    """`path` opened for reading bytes: plain, or gzip/BGZF decompressed; CmgemsError for a BGZF file
+    without its end-of-file block (cut at a block boundary, which gzip alone reads as complete)."""
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+        if head[:2] != b"\x1f\x8b":
+            return open(path, "rb")
+        if len(head) == 18 and head[3] & 4 and head[12:14] == b"BC":  # FEXTRA with a BC subfield: BGZF
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - len(BGZF_EOF)))
+            if fh.read() != BGZF_EOF:
+                raise CmgemsError(f"{path}: the BGZF end-of-file block is missing (truncated download or copy)")
+    return gzip.open(path, "rb")
 
+
+def fai_lengths(fasta: Path) -> dict[str, int] | None:
+    """Contig lengths from the samtools index `fasta`.fai beside the file; None when there is none."""
+    fai = fasta.with_name(fasta.name + ".fai")
+    if not fai.is_file():
+        return None
+    lengths = {}
+    for line_no, line in enumerate(fai.read_text(errors="replace").splitlines(), start=1):
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise CmgemsError(f"{fai}, line {line_no}: not a FASTA index line (name, length, offset, ...)")
+        if fields[0] in lengths:
+            raise CmgemsError(f"{fai}, line {line_no}: contig {fields[0]} is listed twice")
+        lengths[fields[0]] = int(fields[1])
+    return lengths
+
+
+def _pieces(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(first line number, text) of a FASTA stream in file order, newlines kept; each text is one
+    header line or a run of sequence lines. Read in blocks: line by line is 3x slower."""
+    line_no, carry = 1, []
+    while True:
+        block = handle.read(FASTA_BLOCK)
+        cut = block.rfind(b"\n") + 1
+        if block and not cut:
+            carry.append(block)  # a line longer than a block (an unwrapped sequence)
+            continue
+        text = b"".join([*carry, block[:cut]])
+        carry = [block[cut:]]
+        pos = 0
+        while pos < len(text):
+            stop = text.find(b"\n" if text[pos] == 0x3E else b"\n>", pos) + 1 or len(text)  # 0x3E: '>'
+            yield line_no, text[pos:stop]
+            line_no += text.count(b"\n", pos, stop)
+            pos = stop
+        if not block:
+            return
+
+
+def _record(fasta: Path, name: str, header_line: int, pieces: list[bytes], index: dict[str, int] | None) -> bytes:
+    """The sequence of one record from its lines; CmgemsError naming file, line and contig for a byte
+    that is not printable ASCII, or for a length that differs from the .fai index."""
+    text = b"".join(pieces).replace(b"\r\n", b"\n")
+    pieces.clear()  # the caller's list: at most two copies of the sequence at a time
+    seq = text.replace(b"\n", b"")
+    bad = seq.translate(None, SEQUENCE_BYTES)
+    if bad:
+        line_no = header_line + 1 + text.count(b"\n", 0, text.find(bad[:1]))
+        raise CmgemsError(f"{fasta}, line {line_no} (contig {name}): byte {bad[:1]!r} in a sequence line (corrupt or binary file?)")
+    if index is not None:
+        if name not in index:
+            raise CmgemsError(f"{fasta}: contig {name} is not in its index {fasta}.fai (an index of another file?)")
+        if index[name] != len(seq):
+            raise CmgemsError(
+                f"{fasta}: contig {name} has {len(seq):,} bp but {fasta}.fai lists {index[name]:,} (truncated or altered file?)"
+            )
+    return seq
+
+
+def read_fasta(fasta: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, sequence bytes) per record of a plain, gzip or BGZF FASTA.
+
+    Read here rather than by htslib, which cuts a sequence at a NUL byte. CmgemsError naming the file
+    (and line) for a corrupt or truncated file, a byte other than printable ASCII in a sequence, a
+    duplicate name, a missing BGZF end-of-file block, or contigs unlike those of a `.fai` beside it.
+    """
     path = Path(fasta)
     if not path.is_file():
         raise CmgemsError(f"FASTA not found: {fasta}")
+    index = fai_lengths(path)
+    name, header_line, pieces, names = None, 0, [], set()
     try:
-        with pysam.FastxFile(str(path)) as reader:
-            for record in reader:
-                name, seq = record.name, (record.sequence or "").encode("ascii", "replace")
-                del record  # free the str copy before the caller works on the bytes
-                yield name, seq
-    except (OSError, ValueError) as err:
+        with open_fasta(path) as handle:
+            for line_no, piece in _pieces(handle):
+                if piece.startswith(b">"):
+                    if name is not None:
+                        yield name, _record(path, name, header_line, pieces, index)
+                    fields = piece[1:].split(None, 1)
+                    if not fields or fields[0].translate(None, SEQUENCE_BYTES):
+                        raise CmgemsError(f"{fasta}, line {line_no}: a header needs a name of printable ASCII characters")
+                    name, header_line, pieces = fields[0].decode("ascii"), line_no, []
+                    if name in names:
+                        raise CmgemsError(f"{fasta}, line {line_no}: duplicate contig name {name}")
+                    names.add(name)
+                elif name is not None:
+                    pieces.append(piece)
+                elif piece.strip():
+                    raise CmgemsError(f"{fasta}, line {line_no}: expected a '>' header line (not a FASTA file?)")
+            if name is not None:
+                yield name, _record(path, name, header_line, pieces, index)
+    except (OSError, EOFError, zlib.error) as err:
         raise CmgemsError(f"cannot read FASTA {fasta} (truncated or corrupt?): {err}") from err
+    missing = [n for n in index or () if n not in names]
+    if missing:
+        raise CmgemsError(f"{fasta}: ends without contig(s) {', '.join(missing[:3])} listed in {fasta}.fai (truncated file?)")
 
 
 def write_contigs(
@@ -259,23 +398,22 @@ def write_contigs(
 ) -> dict:
     """Write `out_dir/{contig}.parquet` (cleaned segments) for the selected contigs and summary.json.
 
-    Every record name is checked (no duplicates) but only selected contigs are cleaned. With an
+    Every record is read (see read_fasta) but only selected contigs are cleaned. With an
     explicit `contigs` list, all of them must exist. The whole directory appears atomically.
     Returns the summary dict.
     """
-    wanted = set(contigs or ())
-    seen: set[str] = set()
+    wanted = {check_contig_name(name) for name in contigs or ()}
     order: list[str] = []
     per_contig: dict[str, dict] = {}
     with atomic_output(out_dir, directory=True) as tmp:
         for name, seq in read_fasta(fasta):
-            if name in seen:
-                raise CmgemsError(f"duplicate contig name {name} in {fasta}")
-            seen.add(name)
             order.append(name)
             if is_selected(name, wanted):
                 log.info("cleaning %s (%d bp)", name, len(seq))
-                table, per_contig[name] = segment_table(name, seq, splice_n)
+                try:
+                    table, per_contig[name] = segment_table(name, seq, splice_n)
+                except CmgemsError as err:
+                    raise CmgemsError(f"{fasta}: {err}") from None
                 del seq
                 write_segments(table, tmp / f"{name}.parquet", name, splice_n)
         if not order:
@@ -301,11 +439,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     dl.add_argument("--url", required=True)
     dl.add_argument("--md5", required=True, help="expected md5 (hex)")
     dl.add_argument("--out", required=True, help="output file")
-    dl.add_argument("--retries", type=int, default=5)
+    dl.add_argument("--retries", type=int_at_least(0), default=5)
     dl.set_defaults(func=lambda a: download(a.url, a.md5, a.out, a.retries))
     ct = sub.add_parser("contigs", help="clean FASTA contigs into N-free Parquet segments")
     ct.add_argument("--fasta", required=True, help="FASTA (plain, gzip or BGZF)")
     ct.add_argument("--out-dir", required=True)
-    ct.add_argument("--contigs", nargs="+", default=None, help="default: chr1-22, chrX, chrY")
+    ct.add_argument("--contigs", nargs="+", default=None, type=argument(check_contig_name), help="default: chr1-22, chrX, chrY")
     ct.add_argument("--splice-n", action="store_true", help="delete N and splice (one row per contig)")
     ct.set_defaults(func=lambda a: write_contigs(a.fasta, a.contigs, a.out_dir, a.splice_n))

@@ -1,14 +1,20 @@
-"""GUE benchmark data: fetch the published archive (checksummed) and unpack it as GUE/<group>/<task>/."""
+"""GUE benchmark data: fetch the published archive (checksummed) and unpack it as GUE/<group>/<task>/.
+
+The files are merged into the GUE root: a user's own files there are kept, and a file of the archive
+replaces only one an earlier fetch wrote (see `cmgems.atomic.merged_output`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
-from cmgems.atomic import atomic_output
+from cmgems.atomic import make_parent, merged_output, remove_empty
 from cmgems.errors import CmgemsError
 from cmgems.genome import download
 
@@ -27,21 +33,24 @@ def safe_members(archive: zipfile.ZipFile, where: str) -> list[zipfile.ZipInfo]:
 
 
 def unpack(archive_path: Path, out_dir: Path, expect: list[str]) -> None:
-    """Unpack a GUE zip into `out_dir` (atomically), dropping a single top-level folder (GUE/), and
-    check that every expected task folder holds train.csv, dev.csv and test.csv."""
+    """Unpack a GUE zip into `out_dir`, dropping a single top-level folder (GUE/); check first that
+    every expected task folder holds train.csv, dev.csv and test.csv."""
     try:
         archive = zipfile.ZipFile(archive_path)
     except zipfile.BadZipFile as err:
         raise CmgemsError(f"{archive_path}: not a zip archive ({err})") from None
-    with archive, atomic_output(out_dir, directory=True) as tmp:
+    with archive, merged_output(out_dir) as tmp:
         members = [m for m in safe_members(archive, str(archive_path)) if not m.is_dir()]
         tops = {PurePosixPath(m.filename).parts[0] for m in members}
         strip = 1 if len(tops) == 1 and all(len(PurePosixPath(m.filename).parts) > 1 for m in members) else 0
         for m in members:
             target = tmp.joinpath(*PurePosixPath(m.filename).parts[strip:])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(m) as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(m) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                raise CmgemsError(f"{archive_path}: cannot unpack member {m.filename!r} ({err})") from None
         missing = [f"{task}/{split}.csv" for task in expect for split in SPLITS if not (tmp / task / f"{split}.csv").is_file()]
         if missing:
             raise CmgemsError(f"{archive_path}: the archive lacks {len(missing)} expected file(s), e.g. {missing[:3]}")
@@ -50,12 +59,18 @@ def unpack(archive_path: Path, out_dir: Path, expect: list[str]) -> None:
 def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     """Download the GUE archive (md5-checked, resumable) next to `out_dir`, unpack it, delete it."""
     out_dir = Path(out_dir)
+    if os.path.lexists(out_dir) and not out_dir.is_dir():  # merged_output says so too, but after the download
+        raise CmgemsError(f"{out_dir}: exists and is not a folder (--out is the GUE root folder)")
     archive = out_dir.parent / f".{out_dir.name}.zip"
-    download(url, md5, archive)
+    created = make_parent(out_dir)
     try:
+        download(url, md5, archive)
         unpack(archive, out_dir, expect)
-    finally:
+    except BaseException:
         archive.unlink(missing_ok=True)
+        remove_empty(created)  # kept while it holds a .part file to resume from
+        raise
+    archive.unlink()
     log.info("GUE unpacked into %s (%d tasks checked)", out_dir, len(expect))
 
 
