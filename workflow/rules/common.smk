@@ -139,6 +139,7 @@ def gue_settings(task):
         "epochs": spec["epochs"],
         "warmup_steps": spec.get("warmup_steps", GUE["warmup_steps"]),
         "max_steps": spec.get("max_steps", -1),
+        "eval_steps": spec.get("eval_steps", GUE["eval_steps"]),
     }
 
 

@@ -42,6 +42,7 @@ rule finetune_gue:
         remote=remote_code_flag,
         s=lambda w: gue_settings(w.task),
         g=GUE,
+        select_by=GUE["select_by"],
         meta=lambda w: meta_json(
             kind="gue",
             genome=w.genome,
@@ -52,12 +53,13 @@ rule finetune_gue:
             seed=int(w.seed),
         ),
     shell:
-        "python -m cmgems.cli finetune --model {input.model} --train {input.train} --dev {input.dev} "
-        "--test {input.test} --out $(dirname {output.metrics}) --max-length {params.s[max_length]} "
-        "--epochs {params.s[epochs]} --max-steps {params.s[max_steps]} "
-        "--warmup-steps {params.s[warmup_steps]} --lr {params.g[lr]} "
-        "--batch-size {params.g[batch_size]} --seed {wildcards.seed} --threads {threads} "
-        "{params.remote} --meta {params.meta:q} > {log} 2>&1"
+        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train:q} "
+        "--dev {input.dev:q} --test {input.test:q} --out $(dirname {output.metrics}) "
+        "--max-length {params.s[max_length]} --epochs {params.s[epochs]} "
+        "--max-steps {params.s[max_steps]} --warmup-steps {params.s[warmup_steps]} "
+        "--eval-steps {params.s[eval_steps]} --select-by {params.select_by:q} "
+        "--lr {params.g[lr]} --batch-size {params.g[batch_size]} --seed {wildcards.seed} "
+        "--threads {threads} {params.remote} --meta {params.meta:q} > {log} 2>&1"
 
 
 rule baseline_gue:
@@ -78,6 +80,6 @@ rule baseline_gue:
         seed=GUE["seeds"][0],
         meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
     shell:
-        "python -m cmgems.cli baseline --train {input.train} --dev {input.dev} --test {input.test} "
+        "python -m cmgems.cli baseline --train {input.train:q} --dev {input.dev:q} --test {input.test:q} "
         "--out $(dirname {output.metrics}) --k {params.k} --seed {params.seed} "
         "--meta {params.meta:q} > {log} 2>&1"
