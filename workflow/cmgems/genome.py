@@ -102,26 +102,14 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         raise ConnectionError(f"connection closed after {got} of {expected} bytes")
 
 
-def download(
-    url: str,
-    md5: str,
-    out: str | os.PathLike,
-    retries: int = 5,
-    backoff: float = 1.0,
-    timeout: float = 60.0,
-) -> Path:
-    """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
+def fetch_part(url: str, part: Path, retries: int = 5, backoff: float = 1.0, timeout: float = 60.0) -> None:
+    """Download `url` into the file `part`, resuming from what it holds.
 
     Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
-    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it.
+    part file is kept when they all fail, so the next call resumes (CmgemsError naming the URL).
     http(s):// and file:// URLs (file:// is copied whole, without retries).
     """
-    out = Path(out)
-    md5 = md5.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{32}", md5):
-        raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("file:"):
         retries = 0  # a local file does not get better by waiting
     for attempt in range(retries + 1):
@@ -139,6 +127,24 @@ def download(
         wait = backoff * 2**attempt
         log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
         time.sleep(wait)
+
+
+def download(
+    url: str,
+    md5: str,
+    out: str | os.PathLike,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> Path:
+    """Download `url` to `out`, resuming from `<out>.part` (`fetch_part`), and check its md5 before
+    renaming it. An md5 mismatch deletes the part file."""
+    out = Path(out)
+    md5 = md5.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
+    part = out.with_name(out.name + ".part")
+    fetch_part(url, part, retries, backoff, timeout)
     actual = file_digest(part, "md5")
     if actual != md5:
         part.unlink(missing_ok=True)
