@@ -21,6 +21,27 @@ if "url" in GUE:
             "python -m cmgems.cli gue fetch --url {params.url:q} --md5 {params.md5} "
             "--out {params.root:q} --expect {params.tasks} > {log} 2>&1"
 
+else:
+
+    rule gue_missing:
+        output:
+            str(Path(GUE["path"], "{gue_task}", "{split}.csv")),
+        log:
+            "logs/gue_missing/{gue_task}/{split}.log",
+        benchmark:
+            "benchmarks/out/gue_missing/{gue_task}/{split}.tsv"
+        wildcard_constraints:
+            gue_task=any_of({spec["path"] for spec in GUE["tasks"].values()}),
+            split="train|dev|test",
+        localrule: True
+        conda:
+            "../../envs/core.yaml"
+        params:
+            root=lambda w, output: Path(output[0]).parents[len(Path(w.gue_task).parts)],
+        shell:
+            "python -m cmgems.cli gue check --root {params.root:q} --files {output:q} > {log:q} 2>&1 "
+            "|| {{ cat {log:q} >&2; exit 1; }}"
+
 
 rule finetune_gue:
     input:
