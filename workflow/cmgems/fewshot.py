@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cmgems.errors import CmgemsError
-from cmgems.genome import fetch_part
+from cmgems.genome import _fetch_retrying
 from cmgems.labelled import read_labelled, write_labelled
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,12 @@ def fetch(url: str, sha1: str, out: str | Path, retries: int = 5) -> Path:
     sha1 = sha1.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{40}", sha1):
         raise CmgemsError(f"not a git blob SHA-1 (40 hex digits): {sha1!r}")
+    if retries < 0:
+        raise CmgemsError(f"retries must be >= 0, got {retries}")
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
-    fetch_part(url, part, retries)
+    _fetch_retrying(url, part, retries, backoff=1.0, timeout=60.0)  # the genome download's HTTP client
     actual = git_blob_sha1(part)
     if actual != sha1:
         part.unlink()

@@ -102,20 +102,14 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         raise ConnectionError(f"connection closed after {got} of {expected} bytes")
 
 
-def fetch_part(url: str, part: Path, retries: int = 5, backoff: float = 1.0, timeout: float = 60.0) -> None:
-    """Download `url` into the file `part`, resuming from what it holds.
-
-    Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
-    part file is kept when they all fail, so the next call resumes (CmgemsError naming the URL).
-    http(s):// and file:// URLs (file:// is copied whole, without retries).
-    """
-    part.parent.mkdir(parents=True, exist_ok=True)
+def _fetch_retrying(url: str, part: Path, retries: int, backoff: float, timeout: float) -> None:
+    """_fetch, retried up to `retries` times after backoff * 2**attempt seconds; CmgemsError when all fail."""
     if url.startswith("file:"):
         retries = 0  # a local file does not get better by waiting
     for attempt in range(retries + 1):
         try:
             _fetch(url, part, timeout)
-            break
+            return
         except urllib.error.HTTPError as err:
             if err.code not in RETRYABLE_HTTP or attempt == retries:
                 raise CmgemsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
@@ -137,14 +131,19 @@ def download(
     backoff: float = 1.0,
     timeout: float = 60.0,
 ) -> Path:
-    """Download `url` to `out`, resuming from `<out>.part` (`fetch_part`), and check its md5 before
-    renaming it. An md5 mismatch deletes the part file."""
+    """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
+
+    Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
+    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it.
+    http(s):// and file:// URLs (file:// is copied whole, without retries).
+    """
     out = Path(out)
     md5 = md5.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{32}", md5):
         raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
-    fetch_part(url, part, retries, backoff, timeout)
+    _fetch_retrying(url, part, retries, backoff, timeout)
     actual = file_digest(part, "md5")
     if actual != md5:
         part.unlink(missing_ok=True)
