@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,16 @@ def test_demo_models_learn_the_planted_motifs(demo):
     assert (gue[gue["model"] == "kmer_logreg"]["mcc_x100"] > 90).all()
     fewshot = pd.read_csv(demo / "results" / "report" / "tables" / "fewshot.csv")
     assert len(fewshot) == 2 * 2 * 4 and (fewshot["n"] == 2).all()  # datasets x shots x methods, 2 seeds
+
+
+def test_demo_gue_keeps_the_lowest_dev_loss_on_each_task_cadence(demo):
+    for task, every in (("demo_tata", 20), ("demo_splice", 25)):  # gue.eval_steps, the task's own
+        record = json.loads((demo / "results/demo/gue/tiny/genemask/300" / task / "seed42/metrics.json").read_text())
+        selection, total = record["selection"], record["settings"]["total_steps"]
+        assert [e["step"] for e in selection["evaluations"]] == list(range(every, total + 1, every))
+        assert selection["rule"] == "dev loss"
+        assert record["best_step"] == min(selection["evaluations"], key=lambda e: e["loss"])["step"]
+        assert record["settings"]["hidden_dropout_used"] == 0.0  # the tiny checkpoint's own
 
 
 def test_cm_gems_switches_and_pretraining_table_agrees(demo):

@@ -1,17 +1,24 @@
-"""cmgems.fewshot: seeded per-class draws, GeneMask's pooled runs (real files), aggregation of runs."""
+"""cmgems.fewshot: published files fetched and checked by git blob SHA-1, seeded per-class draws,
+GeneMask's pooled runs (real files), aggregation of runs."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cmgems import cli
 from cmgems.errors import CmgemsError
-from cmgems.fewshot import aggregate, pooled_indices, sample_indices
+from cmgems.fewshot import aggregate, fetch, git_blob_sha1, pooled_indices, sample_indices
 from cmgems.labelled import read_labelled, write_labelled
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -30,6 +37,66 @@ def fewshot_cli(out: Path, *args: str):
     return read_labelled(out)
 
 
+# ------------------------------------------------------------------------------ published files
+def test_git_blob_sha1_is_git_hash_object(tmp_path):
+    for i, data in enumerate([b"", b"sequence\tlabel\n", bytes(range(256)) * 5000]):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
+        assert git_blob_sha1(path) == git.stdout.strip()
+    assert git_blob_sha1(tmp_path / "f0") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's empty blob
+
+
+def test_fetch_checks_the_git_blob_sha1(http_folder, tmp_path, capsys):
+    folder, url = http_folder
+    data = b'"sequence"\t"label"\n"ACGTAC CGTACG"\t1\n' * 50
+    (folder / "train.tsv").write_bytes(data)
+    sha1 = git_blob_sha1(folder / "train.tsv")
+    out = tmp_path / "sets" / "train.tsv"
+    assert cli.main(["fewshot", "fetch", "--url", f"{url}/train.tsv", "--sha1", sha1, "--out", str(out)]) == 0
+    assert out.read_bytes() == data
+    wrong = tmp_path / "wrong.tsv"
+    with pytest.raises(CmgemsError, match=f"{url}/train.tsv: git blob SHA-1 {sha1}, expected {'0' * 40}"):
+        fetch(f"{url}/train.tsv", "0" * 40, wrong)
+    with pytest.raises(CmgemsError, match="HTTP 404"):
+        fetch(f"{url}/absent.tsv", sha1, wrong, retries=0)
+    with pytest.raises(CmgemsError, match="40 hex digits"):
+        fetch(f"{url}/train.tsv", "f2fffead", wrong)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sets"]  # no output, no .part left
+
+
+def test_fetch_refuses_a_git_lfs_pointer(http_folder, tmp_path):
+    """A raw URL of a file kept in Git LFS serves the pointer, whose blob SHA-1 is the one the tree lists."""
+    folder, url = http_folder
+    pointer = (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 7424015\n")
+    (folder / "big.tsv").write_bytes(pointer)
+    with pytest.raises(CmgemsError, match="is a Git LFS pointer"):
+        fetch(f"{url}/big.tsv", git_blob_sha1(folder / "big.tsv"), tmp_path / "big.tsv")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.realdata
+def test_paper_sources_pin_the_published_files(shared_data, http_folder, tmp_path):
+    """Every file of the paper config's sources that ../shared/data holds has the pinned blob SHA-1,
+    and one of them comes through fetch from a local server."""
+    sources = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["fewshot"]["sources"]
+    local = {"genemask": shared_data / "fewshot" / "genemask", "silencer": shared_data / "fewshot"}
+    checked = 0
+    for name, source in sources.items():
+        assert re.search(r"/[0-9a-f]{40}/", source["url"]), "pinned at a full commit hash, not a branch"
+        for path, sha1 in source["files"].items():
+            copy = local[name] / path
+            if copy.exists():
+                assert git_blob_sha1(copy) == sha1, path
+                checked += 1
+    assert checked >= 20
+    folder, url = http_folder
+    shutil.copy(shared_data / "fewshot" / "silencer" / "10" / "train.tsv", folder / "train.tsv")
+    out = fetch(f"{url}/train.tsv", sources["silencer"]["files"]["silencer/10/train.tsv"], tmp_path / "train.tsv")
+    assert out.read_bytes() == (shared_data / "fewshot" / "silencer" / "10" / "train.tsv").read_bytes()
+
+
+# ------------------------------------------------------------------------------------ few-shot sets
 def test_sample_per_class_and_seeded(pool, tmp_path):
     seqs, labels = fewshot_cli(tmp_path / "s.csv", "sample", "--pool", str(pool), "--shots", "5", "--seed", "3")
     pool_seqs, pool_labels = read_labelled(pool)

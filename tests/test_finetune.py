@@ -20,6 +20,7 @@ RECORD_KEYS = {
     "dev_metrics",
     "best_epoch",
     "best_step",
+    "selection",
     "n_train",
     "n_dev",
     "n_test",
@@ -145,10 +146,14 @@ def test_gue_prom_core_tata_with_dev(tiny, shared_data, tmp_path):
     result, labels = check_outputs(out, 613)
     assert {k: result[k] for k in meta} == meta
     assert result["n_train"] == 500 and result["n_dev"] == 150
-    assert set(result["dev_metrics"]) == METRICS
-    assert result["best_step"] in (6, 12, 16) and result["best_epoch"] == pytest.approx(
-        result["best_step"] / 16
-    )
+    assert set(result["dev_metrics"]) == METRICS | {"loss"}
+    # 16 steps, evaluated at 6 and 12 only (no extra evaluation at the last step); lowest dev loss kept
+    history = result["selection"]["evaluations"]
+    assert [e["step"] for e in history] == [6, 12]
+    assert result["selection"]["rule"] == "dev loss" and result["selection"]["select_by"] == "loss"
+    lowest = min(history, key=lambda e: e["loss"])  # min() keeps the first of equals: the earliest
+    assert result["best_step"] == lowest["step"] and result["dev_metrics"]["loss"] == lowest["loss"]
+    assert result["best_epoch"] == pytest.approx(result["best_step"] / 16)
     assert result["settings"]["total_steps"] == 16 and result["settings"]["warmup"] == 2
     assert result["train_sequences_per_s"] > 0 and result["inference_sequences_per_s"] > 0
     assert labels.tolist() == read_labelled(task / "test.csv")[1].tolist()
@@ -183,6 +188,8 @@ def test_fewshot_prom_core_10_shot(tiny, shared_data, tmp_path):
         and result["settings"]["warmup"] == 2
     )
     assert result["best_step"] == 12 and result["best_epoch"] == 3
+    assert result["selection"]["rule"] == "final" and result["selection"]["evaluations"] == []
+    assert result["settings"]["hidden_dropout_used"] == 0.1  # the tiny checkpoint's default, not overridden
 
 
 @pytest.mark.slow
@@ -211,6 +218,89 @@ def test_same_seed_same_bytes(tiny, shared_data, tmp_path):
         runs.append((tmp_path / name / "predictions.parquet").read_bytes())
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+# ------------------------------------------------------------------------------ dev selection
+def planted(path, n, seed):
+    """n random 40 bp sequences, label 1 when TATAAA is planted at a random offset; a CSV."""
+    rng = np.random.default_rng(seed)
+    seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(n)]
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        at = rng.integers(0, 34)
+        seqs[i] = seqs[i][:at] + "TATAAA" + seqs[i][at + 6 :]
+    write_labelled(path, seqs, labels)
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    return planted(root / "train.csv", 96, 0), planted(root / "dev.csv", 40, 1)
+
+
+def test_dev_loss_is_the_mean_cross_entropy(tiny, planted_sets):
+    from cmgems.finetune import evaluate, load_classifier, load_split
+
+    dev = load_split(str(planted_sets[1]), 6, 40)
+    model = load_classifier(tiny, 2)
+    s = Settings(model="", train="", test="", out="", eval_batch_size=7)
+    with torch.inference_mode():
+        one_by_one = [model(input_ids=ids, attention_mask=mask, labels=dev.labels[[i]]).loss.item()
+                      for i in range(len(dev)) for ids, mask in [dev.batch(torch.tensor([i]))]]
+    metrics = evaluate(model, dev, s, torch.device("cpu"))
+    assert metrics["loss"] == pytest.approx(np.mean(one_by_one), rel=1e-5)
+
+
+def test_best_keeps_lowest_loss_or_highest_mcc_earliest_on_ties():
+    from cmgems.finetune import Best
+
+    layer = torch.nn.Linear(2, 1)
+    evaluations = [(2, 0.50, 0.10), (4, 0.40, 0.30), (6, 0.40, 0.50), (8, 0.60, 0.50)]  # step, loss, mcc
+    kept = {}
+    for rule in ("loss", "mcc"):
+        best = Best(rule)
+        for step, loss, mcc in evaluations:
+            torch.nn.init.constant_(layer.weight, step)
+            best.offer({"loss": loss, "mcc": mcc}, step, layer)
+        kept[rule] = best.step
+        assert best.state["weight"].unique().tolist() == [float(best.step)]  # a copy taken at that step
+        assert [e["step"] for e in best.history] == [2, 4, 6, 8]
+    assert kept == {"loss": 4, "mcc": 6}
+
+
+@pytest.mark.parametrize("select_by", ["loss", "mcc"])
+def test_kept_weights_are_those_of_the_selected_evaluation(tiny, planted_sets, tmp_path, select_by):
+    """With dev = test, the test scores come from the kept weights, so their mean cross-entropy and
+    MCC equal the selected evaluation's dev loss and MCC."""
+    train, dev = planted_sets
+    s = Settings(model=str(tiny), train=str(train), dev=str(dev), test=str(dev), out=str(tmp_path / "run"),
+                 max_length=40, lr=2e-3, batch_size=8, max_steps=11, eval_steps=2, seed=1, select_by=select_by)
+    result = finetune(s)
+    history = result["selection"]["evaluations"]
+    assert [e["step"] for e in history] == [2, 4, 6, 8, 10]  # not 11, the last step
+    pick = (min(history, key=lambda e: e["loss"]) if select_by == "loss" else max(history, key=lambda e: e["mcc"]))
+    assert result["best_step"] == pick["step"] and result["selection"]["rule"] == f"dev {select_by}"
+    labels, _, scores = read_predictions(tmp_path / "run" / "predictions.parquet")
+    test_loss = -np.log(scores[np.arange(len(labels)), labels]).mean()
+    assert test_loss == pytest.approx(pick["loss"], rel=1e-4)
+    assert result["metrics"]["mcc"] == pytest.approx(pick["mcc"])
+
+
+def test_no_evaluation_on_the_cadence_keeps_the_final_weights_and_the_checkpoint_dropout(planted_sets, tmp_path):
+    train, dev = planted_sets
+    logo_like = make_tiny_model(tmp_path / "m", hidden_dropout_prob=0.0)  # as LOGO: dropout 0
+    runs = {}
+    for name, dropout in (("gue", None), ("fewshot", 0.1)):
+        s = Settings(model=str(logo_like), train=str(train), dev=str(dev), test=str(dev), out=str(tmp_path / name),
+                     max_length=40, lr=1e-3, batch_size=16, epochs=2, eval_steps=200, hidden_dropout=dropout)
+        runs[name] = finetune(s)
+    result = runs["gue"]
+    assert result["selection"]["rule"] == "final" and result["selection"]["evaluations"] == []
+    assert "no dev evaluation fell on the cadence (every 200 steps) within 12 steps" in result["selection"]["reason"]
+    assert result["best_step"] == 12 and result["dev_metrics"] is None
+    assert result["settings"]["hidden_dropout_used"] == 0.0
+    assert runs["fewshot"]["settings"]["hidden_dropout_used"] == 0.1
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -259,6 +349,8 @@ def test_bad_input_leaves_no_output(tiny, tmp_path, capsys):
                 model=str(tmp_path), train=str(good), test=str(good), out=str(tmp_path / "o"), max_length=20
             )
         )
+    with pytest.raises(CmgemsError, match="--select-by must be one of loss, mcc"):
+        finetune(Settings(model=str(tiny), train=str(good), test=str(good), out=str(tmp_path / "o"), select_by="auc"))
     with pytest.raises(CmgemsError, match="exceeds the model's 512 positions"):
         finetune(
             Settings(
@@ -296,7 +388,7 @@ def test_schedule_and_batches():
     s = Settings(model="", train="", test="", out="", batch_size=8, grad_accum=2, epochs=3, eval_steps=5, warmup_ratio=0.1)
     sched = Schedule.of(100, s)  # 13 micro-batches -> 7 steps per epoch
     assert (sched.per_epoch, sched.total, sched.warmup) == (7, 21, 3)
-    assert [t for t in range(1, 22) if sched.evaluates(t, s)] == [5, 10, 15, 20, 21]
+    assert [t for t in range(1, 22) if sched.evaluates(t, s)] == [5, 10, 15, 20]  # not 21, the last
     s.eval_every_epoch = True
     assert [t for t in range(1, 22) if sched.evaluates(t, s)] == [7, 14, 21]
     s.max_steps, s.warmup_steps = 30, 4  # max_steps overrides the epochs; warmup steps win over the ratio

@@ -1,4 +1,5 @@
-"""GUE archive: checksummed download, safe unpacking, expected tasks present, nothing left on error."""
+"""GUE archive: checksummed download, safe unpacking, expected tasks present, nothing left on error;
+a missing GUE file explained."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from cmgems import cli
 from cmgems.errors import CmgemsError
-from cmgems.gue import fetch
+from cmgems.gue import check, fetch
 
 TASKS = ["prom/prom_core_tata", "mouse/0"]
 
@@ -84,3 +85,18 @@ def test_fetch_refuses_to_overwrite_a_users_task_file(tmp_path):
         fetch((tmp_path / "GUE.zip").as_uri(), md5, out, TASKS)
     assert (out / "mouse" / "0" / "train.csv").read_text() == "my own split"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["mouse", "mouse/0", "mouse/0/train.csv"]
+
+
+def test_check_says_what_to_download_and_where(tmp_path, capsys):
+    root = tmp_path / "GUE"
+    files = [str(root / t / f"{s}.csv") for t in TASKS for s in ("train", "dev", "test")]
+    assert cli.main(["gue", "check", "--root", str(root), "--files", files[0]]) == 1
+    err = capsys.readouterr().err
+    assert f"{files[0]}: not found" in err
+    for needed in ("GUE.zip", "github.com/MAGICS-LAB/DNABERT_2", f"{root}/<group>/<task>/", "gue.url and gue.md5"):
+        assert needed in err, needed
+    (root / TASKS[0]).mkdir(parents=True)
+    (root / TASKS[0] / "train.csv").write_text("sequence,label\nACGT,0\n")
+    with pytest.raises(CmgemsError, match=r"dev.csv: not found \(nor 4 more of the GUE files\)"):
+        check(root, files)
+    check(root, files[:1])  # present: no error

@@ -217,16 +217,33 @@ def test_genemask_definition_by_hand():
     assert rows["AC"]["pmi"] == pytest.approx(lp(2) - lp(3) - lp(2))  # a 2-gram: only A|C
 
 
-def test_min_count_filters_rows_but_not_parts(real_segments):
+@pytest.mark.parametrize("definition", pmi.DEFINITIONS)
+def test_min_count_filters_rows_but_not_parts(real_segments, definition):
     counts = pmi.count_sequences(real_segments[:5], 6)
-    full = {(r["ngram"]): r for r in pmi.score(counts, min_count=1).to_pylist()}
-    cut = pmi.score(counts, min_count=20).to_pylist()
+    full = {(r["ngram"]): r for r in pmi.score(counts, definition, min_count=1).to_pylist()}
+    cut = pmi.score(counts, definition, min_count=20).to_pylist()
     assert cut and all(r["count"] >= 20 for r in cut)
     assert len(cut) == sum(1 for r in full.values() if r["count"] >= 20)
     for r in cut:
         assert r["pmi"] == pytest.approx(full[r["ngram"]]["pmi"])
         assert r["discount"] == pytest.approx(math.log(r["count"]) / (math.log(r["count"]) + math.log(20)))
-        assert r["norm_pmi"] == pytest.approx(r["pmi"] * r["discount"])
+        ranked_by = r["pmi"] * r["discount"] if definition == "genemask" else r["pmi"]
+        assert r["norm_pmi"] == pytest.approx(ranked_by)
+    for n in range(2, 7):  # within each n, rank 1.. follows norm_pmi downwards
+        rows = sorted((r for r in cut if r["n"] == n), key=lambda r: r["rank"])
+        assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+        assert all(a["norm_pmi"] >= b["norm_pmi"] for a, b in zip(rows, rows[1:]))
+
+
+def test_levine_ranks_by_pmi_genemask_by_discounted_pmi():
+    """A frequent pair (GT, count 900) with a lower PMI than rare pairs of rare bases (AA, count 3):
+    PMI_n alone ranks GT below them; GeneMask's discount lifts it above."""
+    counts = {1: np.array([50, 50, 1000, 1000], dtype=np.int64), 2: np.full(16, 3, dtype=np.int64)}  # A C G T
+    counts[2][pmi.ngram_codes(["AC", "GT"], 2)] = [5, 900]
+    rank = {d: {r["ngram"]: r["rank"] for r in pmi.score(counts, d, min_count=2).to_pylist()} for d in pmi.DEFINITIONS}
+    assert rank["levine"]["AC"] == rank["genemask"]["AC"] == 1
+    assert rank["levine"]["GT"] == 5 and rank["levine"]["AA"] == 2  # AA, CA, CC (PMI 1.72) above GT (1.43)
+    assert rank["genemask"]["GT"] == 2 and rank["genemask"]["AA"] == 3  # 1.43 x 0.91 beats 1.72 x 0.61
 
 
 def test_rank_order_and_ties():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -324,11 +325,28 @@ def test_switch_step_from_phases_of_unfinished_run(tree):
     assert switches == {"genemask": None, "cm_gems": 400}
 
 
+def test_published_numbers_file():
+    """Both rows of DNABERT-2's GUE table, every task once per model, each mean equal to its rows' mean."""
+    pub = report.read_published(REPO / "resources" / "published")["gue"]
+    assert set(pub["model"]) == {"DNABERT-2", "DNABERT (6-mer)"}
+    for model, rows in pub.groupby("model"):
+        values = rows.set_index("task")["mcc_x100"]
+        assert sorted(values.index) == sorted([*report.GUE_TASKS, "mean_27", "mean_28"]), model
+        assert values["mean_27"] == pytest.approx(values[report.GUE_27].mean(), abs=5e-4)
+        assert values["mean_28"] == pytest.approx(values[report.GUE_TASKS].mean(), abs=5e-4)
+    assert all("MAGICS-LAB/DNABERT_2" in s for s in pub[~pub["task"].str.startswith("mean")]["source"])
+    readme = (REPO / "resources" / "published" / "README.md").read_text()
+    assert not re.search(r"(^|[\s(`])(/|\.\./)\w", readme, re.M), "names a path outside the repository"
+
+
 def test_published_table(tree, runs):
     table = report.published_table(runs, REPO / "resources" / "published")
     gue = table[table["benchmark"] == "gue"].set_index("entry")
     assert gue.loc["prom_core_tata", "DNABERT-2 (published)"] == 74.17
-    assert gue.loc["mean_27", "DNABERT-2 (published)"] == 66.65
+    assert gue.loc["prom_core_tata", "DNABERT (6-mer) (published)"] == 76.06
+    assert gue.loc["EMP_H3", "DNABERT (6-mer) (published)"] == 73.10 and gue.loc["covid", "DNABERT-2 (published)"] == 71.02
+    assert gue.loc["mean_27", "DNABERT-2 (published)"] == 66.649
+    assert gue.loc["mean_27", "DNABERT (6-mer) (published)"] == 60.690
     means = report.gue_task_means(runs)
     best = means[means["task"] == "tf_0"]["mcc_x100"].max()
     assert gue.loc["tf_0", "ours_x100"] == pytest.approx(best)
@@ -336,7 +354,7 @@ def test_published_table(tree, runs):
     assert gue.loc["mean_27", "ours_x100"] == pytest.approx(summary["mcc_x100_mean27"].max())
     assert gue.loc["mean_27", "ours_method"] == "cm_gems bert_base 10K"
     assert np.isnan(gue.loc["mean_28", "ours_x100"])
-    assert all("2306.15006" in s for s in gue.loc[["tf_0", "mean_28"], "sources"])
+    assert "2306.15006" in gue.loc["tf_0", "sources"] and "computed" in gue.loc["mean_28", "sources"]
 
 
 def test_published_fewshot_and_missing_source(tmp_path, runs):

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from cmgems.fewshot import git_blob_sha1
+from cmgems.labelled import read_labelled
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -26,20 +30,9 @@ def job_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def paper_inputs(workdir: Path) -> None:
-    """Empty stand-ins for the paper config's local inputs (GUE, few-shot sets): a dry run reads no data."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    files = [Path(config["gue"]["path"], t["path"], f"{s}.csv") for t in config["gue"]["tasks"].values()
-             for s in ("train", "dev", "test")]
-    for spec in config["fewshot"]["datasets"].values():
-        files += [Path(spec["test"]), *map(Path, spec.get("pooled", {}).values())]
-    for f in files:
-        (workdir / f).parent.mkdir(parents=True, exist_ok=True)
-        (workdir / f).touch()
-
-
 def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
-    paper_inputs(tmp_path)
+    """On a fresh clone (no GUE, no few-shot files) the paper config plans everything: the few-shot
+    files are fetched, and each absent GUE file is a job that will say what to download."""
     result = snakemake("-n", "--quiet", "rules", "--configfile", str(REPO / "config/config.yaml"),
                        "-d", str(tmp_path), timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -50,7 +43,10 @@ def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     assert len(config["gue"]["tasks"]) == 27
     fewshot_runs = sum(len(set(map(int, d["pooled"])) & set(config["fewshot"]["shots"]))
                        for d in config["fewshot"]["datasets"].values()) * len(config["fewshot"]["seeds"])
-    assert fewshot_runs == (5 + 5 + 4 + 4 + 2) * 10
+    assert fewshot_runs == (5 + 5 + 5 + 5 + 2) * 10 == 220
+    needed = {f for d in config["fewshot"]["datasets"].values() for f in [d["test"], *d["pooled"].values()]}
+    assert counts["fetch_fewshot"] == len(needed) == 4 * 6 + 3
+    assert counts["gue_missing"] == 27 * 3
     assert counts["download_genome"] == 1
     assert counts["corpus_chunk"] == counts["pmi_count"] == 24  # chr1-22, X, Y
     assert counts["pretrain"] == models == 8
@@ -145,6 +141,67 @@ def test_envs_and_pyproject_pin_the_versions_the_tests_run_with():
             if Version(installed).release[:2] != Version(pinned).release[:2]:
                 drift.append(f"{env.name}: {name}={pinned}, the tests run {installed}")
     assert not drift, "\n".join(drift)
+
+
+def test_paper_commands_follow_the_protocols(tmp_path):
+    """GUE: DNABERT-2's per-task eval cadence, lowest dev loss, the checkpoint's dropout; few-shot:
+    GeneMask's 0.1 dropout on a 1000-shot set fetched at the pinned commit."""
+    run = "results/hg38/{}/logo/cm_gems/10000"
+    targets = [f"{run.format('gue')}/{task}/seed42/metrics.json" for task in ("prom_300_all", "tf_0")]
+    targets.append(f"{run.format('fewshot')}/Cohn-enh/1000/seed3/metrics.json")
+    result = snakemake("-n", "-p", *targets, "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    finetune = {t: next(line for line in lines if "cmgems.cli finetune" in line and t in line)
+                for t in ("prom_300_all", "tf_0", "Cohn-enh/1000")}
+    assert "--eval-steps 400 --select-by loss" in finetune["prom_300_all"]
+    assert "--eval-steps 200 --select-by loss" in finetune["tf_0"]
+    assert not any("--hidden-dropout" in finetune[t] for t in ("prom_300_all", "tf_0"))
+    assert "--hidden-dropout 0.1" in finetune["Cohn-enh/1000"] and "--epochs 5 --lr 5e-05" in finetune["Cohn-enh/1000"]
+    fetch = next(line for line in lines if "cmgems.cli fewshot fetch" in line and "Cohn-enh/1000" in line)
+    assert ("https://raw.githubusercontent.com/roysoumya/GeneMask/c7614461323015ffcbbdb39fc4778e9255ddfcab/"
+            "Data-B_fewshot-task-datasets/Cohn-enh/1000/train.tsv") in fetch
+    assert "--sha1 03b19d0837686b82d9cf0d827e2b29c8d93c0b02 --out resources/fewshot/Cohn-enh/1000/train.tsv" in fetch
+    assert any("fewshot pooled --file resources/fewshot/Cohn-enh/1000/train.tsv --run 3" in line for line in lines)
+
+
+def served_dataset(folder: Path, commit: str) -> dict[str, str]:
+    """GeneMask-like files (a quoted TSV of 2 pooled 10-shot runs, a test set) under folder/repo/COMMIT/data."""
+    rng = np.random.default_rng(0)
+    root = folder / "repo" / commit / "data" / "toy"
+    (root / "10").mkdir(parents=True)
+    rows = [(''.join(rng.choice(list("ACGT"), 30)), i % 2) for i in range(40)]
+    (root / "10" / "train.tsv").write_text('"sequence"\t"label"\n' + "".join(f'"{s}"\t{y}\n' for s, y in rows))
+    (root / "test.tsv").write_text("sequence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows[:10]))
+    return {f"toy/{p.relative_to(root)}": git_blob_sha1(p) for p in (root / "10" / "train.tsv", root / "test.tsv")}
+
+
+def test_fewshot_files_are_fetched_through_the_dag(tmp_path, http_folder):
+    """fetch_fewshot downloads the configured files (blob SHA-1 checked) before sampling; a dataset
+    pointed at a local copy is read where it is."""
+    folder, url = http_folder
+    commit = "c7614461323015ffcbbdb39fc4778e9255ddfcab"
+    files = served_dataset(folder, commit)
+    local = tmp_path / "mine.tsv"
+    shutil.copy(folder / "repo" / commit / "data" / "toy" / "10" / "train.tsv", local)
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["fewshot"]["datasets"] = {
+        "toy": {"max_length": 32, "test": "fetched/toy/test.tsv", "pooled": {10: "fetched/toy/10/train.tsv"}},
+        "mine": {"max_length": 32, "test": "fetched/toy/test.tsv", "pooled": {10: str(local)}},
+    }
+    config["fewshot"]["sources"] = {"toy": {"url": f"{url}/repo/{commit}/data", "into": "fetched", "files": files}}
+    cfg = tmp_path / "served.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    targets = [f"results/fewshot_sets/{d}/10/seed1.csv" for d in ("toy", "mine")]
+    result = snakemake("--cores", "1", *targets, "--configfile", str(cfg), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["fetch_fewshot"] == 1 and counts["fewshot_sample"] == 2  # mine.tsv is not fetched
+    served = folder / "repo" / commit / "data" / "toy" / "10" / "train.tsv"
+    assert (tmp_path / "fetched" / "toy" / "10" / "train.tsv").read_bytes() == served.read_bytes()
+    toy, mine = (read_labelled(tmp_path / t) for t in targets)
+    assert toy[0] == mine[0] and sorted(toy[1].tolist()) == [0] * 10 + [1] * 10  # run 1: rows 20-39
+    assert toy[0] == [s for s in read_labelled(served)[0][20:]]
 
 
 def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path):

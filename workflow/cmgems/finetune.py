@@ -1,10 +1,16 @@
 """Fine-tune a pretrained k-mer BERT on a labelled task and score its test set.
 
 Two protocols, chosen by whether a dev set is given:
-- with `--dev` (DNABERT-2's GUE protocol): evaluate on dev every `--eval-steps` optimizer steps and
-  at the last step (or after every epoch with `--eval-every-epoch`), keep the weights with the best
-  dev MCC (the earliest on ties), and score the test set with them;
+- with `--dev` (DNABERT-2's GUE protocol, its `finetune/train.py` on Hugging Face's Trainer):
+  evaluate on dev every `--eval-steps` optimizer steps (or after every epoch with
+  `--eval-every-epoch`), with no extra evaluation at the last step, and keep the weights of the
+  evaluation with the lowest dev loss (the Trainer's `load_best_model_at_end` without
+  `metric_for_best_model`; `--select-by mcc`: the highest dev MCC), the earliest on ties; when no
+  evaluation falls on the cadence, the final weights. The test set is scored with the kept weights;
 - without (GeneMask's few-shot protocol): train, then score the test set once.
+
+Dropout: the checkpoint's own (`hidden_dropout_prob` of its config, 0.0 for LOGO) unless
+`--hidden-dropout` sets it, as GeneMask's few-shot script does (0.1).
 
 Optimiser as Hugging Face's Trainer: AdamW (no weight decay on biases and LayerNorm weights),
 linear warmup then linear decay to 0, gradient clipping at 1.0. `--max-steps` > 0 overrides the
@@ -26,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -37,6 +42,7 @@ from cmgems.labelled import check_labels, data_statistics, read_labelled
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
+SELECT_BY = ("loss", "mcc")  # dev criteria for the kept weights: lowest loss, highest MCC
 
 
 @dataclass
@@ -57,10 +63,11 @@ class Settings:
     warmup_ratio: float = 0.0  # used when warmup_steps == 0
     max_steps: int = -1
     weight_decay: float = 0.01
-    hidden_dropout: float = 0.1
+    hidden_dropout: float | None = None  # None: the checkpoint's own
     max_grad_norm: float = 1.0
     eval_steps: int = 200
     eval_every_epoch: bool = False
+    select_by: str = "loss"  # dev "loss" (lowest) or "mcc" (highest)
     eval_batch_size: int = 64
     seed: int = 42
     threads: int = 1  # torch CPU threads; 0 = torch's default (results may then depend on the core count)
@@ -102,18 +109,20 @@ def make_tiny_model(directory: str | Path, k: int = 6, seed: int = 0, **config) 
     return Path(directory)
 
 
-def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float, trust_remote_code: bool = False):
+def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float | None = None,
+                    trust_remote_code: bool = False):
     """A sequence classifier from a save_pretrained directory (BertForSequenceClassification for our
-    models and DNABERT's). Weights: safetensors, or a .bin that transformers loads with
-    torch.load(weights_only=True); the directory's own code runs only with trust_remote_code."""
+    models and DNABERT's), with the checkpoint's hidden dropout unless `hidden_dropout` is given.
+    Weights: safetensors, or a .bin that transformers loads with torch.load(weights_only=True); the
+    directory's own code runs only with trust_remote_code."""
     from transformers import AutoModelForSequenceClassification
 
     path = Path(model_dir)
     if not (path / "config.json").exists():
         raise CmgemsError(f"--model {path}: not a Hugging Face model directory (no config.json)")
+    dropout = {} if hidden_dropout is None else {"hidden_dropout_prob": hidden_dropout}
     return AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, hidden_dropout_prob=hidden_dropout, trust_remote_code=trust_remote_code,
-        attn_implementation="sdpa",
+        path, num_labels=num_labels, trust_remote_code=trust_remote_code, attn_implementation="sdpa", **dropout,
     )
 
 
@@ -173,21 +182,24 @@ def autocast(device: torch.device):
 
 
 @torch.inference_mode()
-def predict(model, split: Split, batch_size: int, device: torch.device) -> np.ndarray:
-    """Class probabilities (N, C) float32 of a split, in file order."""
+def predict_logits(model, split: Split, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits (N, C) float32 on the CPU of a split, in file order."""
     model.eval()
     out = []
     for index in torch.arange(len(split)).split(batch_size):
         ids, mask = (t.to(device) for t in split.batch(index))
         with autocast(device):
             logits = model(input_ids=ids, attention_mask=mask).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(out).numpy()
+        out.append(logits.float().cpu())
+    return torch.cat(out)
 
 
 def evaluate(model, split: Split, s: Settings, device: torch.device) -> dict:
-    scores = predict(model, split, s.eval_batch_size, device)
-    return classification_metrics(split.labels.numpy(), scores.argmax(axis=1), scores)
+    """`loss` (mean per-example cross-entropy, nats: the Trainer's eval_loss) and the metrics of a split."""
+    logits = predict_logits(model, split, s.eval_batch_size, device)
+    scores = torch.softmax(logits, dim=-1).numpy()
+    loss = float(torch.nn.functional.cross_entropy(logits, split.labels))
+    return {"loss": loss, **classification_metrics(split.labels.numpy(), scores.argmax(axis=1), scores)}
 
 
 def build_optimizer(model, s: Settings, total_steps: int, warmup: int):
@@ -208,6 +220,10 @@ def check_settings(s: Settings) -> None:
             raise CmgemsError(f"--{name.replace('_', '-')} must be positive (got {getattr(s, name)})")
     if s.lr <= 0 or not 0 <= s.warmup_ratio < 1 or s.warmup_steps < 0 or s.eval_steps < 1:
         raise CmgemsError("--lr must be > 0, --warmup-ratio in [0, 1), --warmup-steps >= 0, --eval-steps >= 1")
+    if s.select_by not in SELECT_BY:
+        raise CmgemsError(f"--select-by must be one of {', '.join(SELECT_BY)} (got {s.select_by!r})")
+    if s.hidden_dropout is not None and not 0 <= s.hidden_dropout < 1:
+        raise CmgemsError(f"--hidden-dropout must be in [0, 1) (got {s.hidden_dropout})")
 
 
 @dataclass
@@ -225,21 +241,34 @@ class Schedule:
         return cls(per_epoch, total, s.warmup_steps or math.ceil(s.warmup_ratio * total))
 
     def evaluates(self, step: int, s: Settings) -> bool:
-        """Whether dev is scored after optimizer step `step` (1-based): every eval_steps or epoch, and at the end."""
+        """Whether dev is scored after optimizer step `step` (1-based): every eval_steps (or epoch) steps
+        only, as the Trainer's "steps" strategy; the last step only when it falls on that cadence."""
         every = self.per_epoch if s.eval_every_epoch else s.eval_steps
-        return step % every == 0 or step == self.total
+        return step % every == 0
 
 
 @dataclass
 class Best:
-    """The best dev evaluation so far (highest MCC, earliest on ties) and a CPU copy of its weights."""
+    """The best dev evaluation so far and a CPU copy of its weights: the lowest `loss` (select_by
+    "loss") or the highest `mcc` ("mcc"), the earliest on ties. `history`: every evaluation's step,
+    loss and mcc."""
 
+    select_by: str = "loss"
     metrics: dict | None = None
     step: int | None = None
     state: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def better(self, metrics: dict) -> bool:
+        if self.metrics is None:
+            return True
+        if self.select_by == "loss":
+            return metrics["loss"] < self.metrics["loss"]
+        return metrics["mcc"] > self.metrics["mcc"]
 
     def offer(self, metrics: dict, step: int, model) -> None:
-        if self.metrics is None or metrics["mcc"] > self.metrics["mcc"]:
+        self.history.append({"step": step, "loss": metrics["loss"], "mcc": metrics["mcc"]})
+        if self.better(metrics):
             self.metrics, self.step = metrics, step
             self.state = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
 
@@ -247,13 +276,13 @@ class Best:
 def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: Schedule, device) -> tuple[Best, float, int]:
     """Train for schedule.total optimizer steps, scoring dev when due.
 
-    Returns the best dev state, the training seconds (dev evaluations excluded) and the number of
-    training sequences processed.
+    Returns the best dev evaluation (empty when none was due), the training seconds (dev
+    evaluations excluded) and the number of training sequences processed.
     """
     optimizer, scheduler = build_optimizer(model, s, schedule.total, schedule.warmup)
     generator = torch.Generator().manual_seed(s.seed)
     steps = itertools.islice(optimizer_steps(len(train), s.batch_size, s.grad_accum, generator), schedule.total)
-    best, seconds, seen = Best(), 0.0, 0
+    best, seconds, seen = Best(s.select_by), 0.0, 0
     with tqdm(total=schedule.total, desc="finetune", unit="step", mininterval=2) as bar:
         for step, micro in enumerate(steps, start=1):
             started = time.perf_counter()
@@ -273,9 +302,25 @@ def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: S
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if dev is not None and schedule.evaluates(step, s):
                 metrics = evaluate(model, dev, s, device)
-                log.info("step %d (epoch %.2f): dev mcc %.4f", step, step / schedule.per_epoch, metrics["mcc"])
+                log.info("step %d (epoch %.2f): dev loss %.4f, mcc %.4f", step, step / schedule.per_epoch,
+                         metrics["loss"], metrics["mcc"])
                 best.offer(metrics, step, model)
     return best, seconds, seen
+
+
+def selection(has_dev: bool, best: Best, s: Settings, schedule: Schedule) -> dict:
+    """How the scored weights (those of step `best_step`) were chosen: `rule` ("dev loss", "dev mcc" or
+    "final"), `select_by`, `reason`, and `evaluations` (step, loss, mcc of every dev evaluation)."""
+    cadence = f"every {schedule.per_epoch if s.eval_every_epoch else s.eval_steps} steps"
+    if not has_dev:
+        rule, reason = "final", "no dev set (few-shot protocol): the weights after the last step"
+    elif best.step is None:
+        rule, reason = "final", f"no dev evaluation fell on the cadence ({cadence}) within {schedule.total} steps"
+    else:
+        rule = f"dev {s.select_by}"
+        extreme = "lowest" if s.select_by == "loss" else "highest"
+        reason = f"{extreme} dev {s.select_by} of {len(best.history)} evaluations ({cadence}), earliest on ties"
+    return {"rule": rule, "select_by": s.select_by if has_dev else None, "reason": reason, "evaluations": best.history}
 
 
 def finetune(s: Settings) -> dict:
@@ -300,15 +345,16 @@ def finetune(s: Settings) -> dict:
         if best.state is not None:
             model.load_state_dict(best.state)
         started = time.perf_counter()
-        scores = predict(model, test, s.eval_batch_size, device)
+        scores = torch.softmax(predict_logits(model, test, s.eval_batch_size, device), dim=-1).numpy()
         inference_seconds = time.perf_counter() - started
         threads_used = torch.get_num_threads()
 
-    best_step = best.step if dev is not None else schedule.total
+    best_step = best.step if best.step is not None else schedule.total
     record = {
         "dev_metrics": best.metrics,
         "best_epoch": best_step / schedule.per_epoch,
         "best_step": best_step,
+        "selection": selection(dev is not None, best, s, schedule),
         "n_train": len(train),
         "n_dev": len(dev) if dev is not None else None,
         "n_test": len(test),
@@ -320,6 +366,7 @@ def finetune(s: Settings) -> dict:
             **{key: v for key, v in asdict(s).items() if key != "meta"},
             "k": k, "num_labels": num_labels, "steps_per_epoch": schedule.per_epoch, "total_steps": schedule.total,
             "warmup": schedule.warmup, "device": device.type, "threads_used": threads_used, "torch": torch.__version__,
+            "hidden_dropout_used": getattr(model.config, "hidden_dropout_prob", None),
         },
     }
     result = write_results(s.out, s.meta, test.labels.numpy(), scores, record)
@@ -332,7 +379,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="pretrained model directory (HF save_pretrained + tokenizer + kmer.json)")
     parser.add_argument("--train", required=True, help="labelled training file (CSV sequence,label or GeneMask TSV)")
     parser.add_argument("--test", required=True, help="labelled test file")
-    parser.add_argument("--dev", help="labelled dev file: keep the best dev-MCC weights (GUE protocol)")
+    parser.add_argument("--dev", help="labelled dev file: keep the weights of the best dev evaluation (GUE protocol)")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions.parquet)")
     parser.add_argument("--max-length", type=int, required=True, help="tokens per sequence, [CLS]/[SEP] included")
     parser.add_argument("--epochs", type=int, default=3)
@@ -344,8 +391,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     warmup.add_argument("--warmup-ratio", type=float, default=0.0, help="warmup as a fraction of all steps")
     parser.add_argument("--max-steps", type=int, default=-1, help="> 0: train exactly this many steps (overrides --epochs)")
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--hidden-dropout", type=float, default=0.1)
-    parser.add_argument("--eval-steps", type=int, default=200, help="with --dev: evaluate every N steps and at the end")
+    parser.add_argument("--hidden-dropout", type=float, default=None,
+                        help="hidden dropout while fine-tuning (default: the checkpoint's own)")
+    parser.add_argument("--eval-steps", type=int, default=200,
+                        help="with --dev: evaluate every N optimizer steps (not at the last step unless it is a multiple)")
+    parser.add_argument("--select-by", choices=SELECT_BY, default="loss",
+                        help="with --dev: keep the weights of the lowest dev loss (DNABERT-2's Trainer) or the highest dev MCC")
     parser.add_argument("--eval-every-epoch", action="store_true", help="with --dev: evaluate after every epoch instead")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)

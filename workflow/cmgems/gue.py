@@ -74,6 +74,22 @@ def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     log.info("GUE unpacked into %s (%d tasks checked)", out_dir, len(expect))
 
 
+GUE_LINK = "the Google Drive link under 'GUE can be download here' in the README of https://github.com/MAGICS-LAB/DNABERT_2"
+
+
+def check(root: str | Path, files: list[str]) -> None:
+    """CmgemsError saying what to download and where to put it when any of `files` (under the GUE
+    root `root`) is absent; nothing when all are there."""
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise CmgemsError(
+            f"{missing[0]}: not found{f' (nor {len(missing) - 1} more of the GUE files)' if len(missing) > 1 else ''}. "
+            f"Download GUE.zip (DNABERT-2's benchmark: {GUE_LINK}) and unpack it so that "
+            f"{root}/<group>/<task>/{{train,dev,test}}.csv exist, e.g. {Path(root, 'prom', 'prom_core_tata', 'train.csv')}; "
+            "or set gue.url and gue.md5 in the config to have the workflow download and unpack it (rule download_gue)"
+        )
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="download and unpack the GUE archive")
@@ -82,3 +98,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="GUE root to create: OUT/<group>/<task>/{train,dev,test}.csv")
     p.add_argument("--expect", nargs="*", default=[], help="task folders that must be present, e.g. prom/prom_core_tata")
     p.set_defaults(func=lambda a: fetch(a.url, a.md5, a.out, a.expect))
+    p = sub.add_parser("check", help="fail, saying what to download and where, unless the given GUE files exist")
+    p.add_argument("--root", required=True, help="the GUE root the files belong to")
+    p.add_argument("--files", nargs="+", required=True, help="files that must exist, e.g. ROOT/prom/prom_core_tata/train.csv")
+    p.set_defaults(func=lambda a: check(a.root, a.files))

@@ -351,10 +351,13 @@ def score(counts: Counts, definition: str = "levine", min_count: int = 101) -> p
     """PMI of every n-gram with n >= 2 and count >= min_count.
 
     Columns ngram, n, count, naive_pmi, pmi, discount = ln c / (ln c + ln min_count) (1 when
-    min_count = 1), norm_pmi = pmi x discount, rank (within n: 1 = highest norm_pmi, ties by ngram).
-    Rows sorted by n then rank. Sub-parts use every counted n-gram, whatever its count. Both
-    definitions take the max over segmentations into >= 2 parts (genemask: parts of length 1-2 only),
-    so a 2-gram's pmi equals its naive_pmi.
+    min_count = 1), norm_pmi = the score n-grams are ranked by, rank (within n: 1 = highest
+    norm_pmi, ties by ngram). Rows sorted by n then rank. Sub-parts use every counted n-gram,
+    whatever its count. Both definitions take the max over segmentations into >= 2 parts (genemask:
+    parts of length 1-2 only), so a 2-gram's pmi equals its naive_pmi. The ranking score follows the
+    definition: `levine` ranks by PMI_n itself (PMI-Masking, Levine et al.; the count threshold is
+    the only frequency control), `genemask` by pmi x discount (GeneMask's table); the discount
+    column is written for both.
     """
     if min_count < 1:
         raise CmgemsError(f"min count must be >= 1, got {min_count}")
@@ -368,7 +371,7 @@ def score(counts: Counts, definition: str = "levine", min_count: int = 101) -> p
         pmi = lp - best_segmentation(codes, n, logp, n if definition == "levine" else 2)
         lc = np.log(count)
         discount = lc / (lc + math.log(min_count)) if min_count > 1 else np.ones(len(codes))
-        norm = pmi * discount
+        norm = pmi * discount if definition == "genemask" else pmi
         order = np.lexsort((codes, -norm))
         rank = np.empty(len(codes), dtype=np.int64)
         rank[order] = np.arange(1, len(codes) + 1)
@@ -402,7 +405,7 @@ def token_ranks(pmi_path: str | Path, k: int) -> np.ndarray:
     """Rank of each token id's k-mer in a PMI table, int64 (kmers.vocab_size(k),).
 
     k-mers absent from the table and the special ids get (number of ranked k-mers + 1), i.e. last.
-    Lower rank = higher normalized PMI = masked first.
+    Lower rank = higher ranking score (norm_pmi) = masked first.
     """
     try:
         table = pq.read_table(pmi_path, columns=["ngram", "n", "rank"])
@@ -452,7 +455,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scoring.add_argument("--counts", required=True, help="counts parquet (with n = 1 rows)")
     scoring.add_argument("--out", required=True, help="PMI parquet")
     scoring.add_argument("--definition", choices=DEFINITIONS, default="levine",
-                         help="levine: PMI_n over all segmentations, p = c / N_n; "
-                              "genemask: parts of length 1-2, p = c / (2 x bases)")
+                         help="levine: PMI_n over all segmentations, p = c / N_n, ranked by PMI_n; "
+                              "genemask: parts of length 1-2, p = c / (2 x bases), ranked by PMI x discount")
     scoring.add_argument("--min-count", type=int, default=101, help="smallest count scored (default 101)")
     scoring.set_defaults(func=_score_cli)

@@ -598,18 +598,18 @@ def read_pmi_tables(results_root: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def plot_pmi_top20(pmi: dict[str, pd.DataFrame], stem: str | Path, n: int = 6, top: int = 20) -> list[Path]:
-    """Horizontal bars of the `top` n-grams of length `n` by normalized PMI, one panel per genome."""
+    """Horizontal bars of the `top` n-grams of length `n` by their ranking score (norm_pmi), one panel per genome."""
     tables = {g: t[t["n"] == n].nlargest(top, "norm_pmi") for g, t in pmi.items()}
     tables = {g: t for g, t in tables.items() if not t.empty}
     if not tables:
-        return no_data_figure(stem, f"Top {top} {n}-mers by normalized PMI", f"no PMI table with {n}-grams found")
+        return no_data_figure(stem, f"Top {top} {n}-mers by PMI score", f"no PMI table with {n}-grams found")
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(4.5 * len(tables), 0.25 * top + 1.5), squeeze=False)
     for ax, (genome, t) in zip(axes.flat, tables.items()):
         t = t.iloc[::-1]
         ax.barh(t["ngram"].astype(str), t["norm_pmi"], color="tab:blue")
-        ax.set_title(f"{genome}: top {len(t)} {n}-mers by normalized PMI")
-        ax.set_xlabel("normalized PMI (nats)")
+        ax.set_title(f"{genome}: top {len(t)} {n}-mers by PMI score")
+        ax.set_xlabel("ranking score norm_pmi (nats)")
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -617,11 +617,11 @@ def plot_pmi_top20(pmi: dict[str, pd.DataFrame], stem: str | Path, n: int = 6, t
 
 
 def plot_pmi_distribution(pmi: dict[str, pd.DataFrame], stem: str | Path) -> list[Path]:
-    """Histograms of normalized PMI, one outline per n-gram length, one panel per genome."""
+    """Histograms of the ranking score (norm_pmi), one outline per n-gram length, one panel per genome."""
     tables = {g: t.dropna(subset=["norm_pmi"]) for g, t in pmi.items()}
     tables = {g: t for g, t in tables.items() if not t.empty}
     if not tables:
-        return no_data_figure(stem, "Normalized PMI distribution", "no PMI table found")
+        return no_data_figure(stem, "PMI score distribution", "no PMI table found")
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4), squeeze=False)
     for ax, (genome, t) in zip(axes.flat, tables.items()):
@@ -631,7 +631,7 @@ def plot_pmi_distribution(pmi: dict[str, pd.DataFrame], stem: str | Path) -> lis
             values = t.loc[t["n"] == n, "norm_pmi"].to_numpy(dtype=float)
             ax.hist(values, bins=50, density=True, histtype="step", lw=2.5 if n == 6 else 1, color=colour[str(n)],
                     label=f"n={n} ({len(values):,} n-grams)")
-        ax.set(title=f"{genome}: normalized PMI by n-gram length", xlabel="normalized PMI (nats)",
+        ax.set(title=f"{genome}: PMI score by n-gram length", xlabel="ranking score norm_pmi (nats)",
                ylabel="density (per n)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -1,4 +1,6 @@
 import json
+import os
+import re
 import shlex
 from pathlib import Path
 
@@ -180,6 +182,11 @@ def all_gue_files():
     return [gue_file(t, s) for t in GUE["tasks"] for s in ("train", "dev", "test")]
 
 
+def any_of(names):
+    """A wildcard constraint matching exactly the given strings."""
+    return "|".join(re.escape(n) for n in sorted(names))
+
+
 def gue_inputs(wildcards):
     return {
         split: gue_file(wildcards.task, split) for split in ("train", "dev", "test")
@@ -193,6 +200,7 @@ def gue_settings(task):
         "epochs": spec["epochs"],
         "warmup_steps": spec.get("warmup_steps", GUE["warmup_steps"]),
         "max_steps": spec.get("max_steps", -1),
+        "eval_steps": spec.get("eval_steps", GUE["eval_steps"]),
     }
 
 
@@ -214,6 +222,21 @@ def fewshot_runs():
         for s in fewshot_shots(d)
         for seed in FEW["seeds"]
     ]
+
+
+def fetched_files():
+    """{local path: {url, sha1}} of every file a few-shot source supplies (into/PATH from url/PATH)."""
+    files = {}
+    for source in FEW["sources"].values():
+        for name, sha1 in source["files"].items():
+            local = os.path.normpath(Path(source["into"], name))
+            if local in files:
+                raise ValueError(f"fewshot.sources: two sources write {local}")
+            files[local] = {"url": f"{source['url'].rstrip('/')}/{name}", "sha1": sha1}
+    return files
+
+
+FETCHED = fetched_files()
 
 
 def fewshot_regime(shots):

@@ -1,3 +1,25 @@
+if FETCHED:
+
+    rule fetch_fewshot:
+        output:
+            "{fetched}",
+        log:
+            "logs/fetch/{fetched}.log",
+        benchmark:
+            "benchmarks/out/fetch/{fetched}.tsv"
+        wildcard_constraints:
+            fetched=any_of(FETCHED),
+        localrule: True
+        conda:
+            "../../envs/core.yaml"
+        params:
+            url=lambda w: FETCHED[w.fetched]["url"],
+            sha1=lambda w: FETCHED[w.fetched]["sha1"],
+        shell:
+            "python -m cmgems.cli fewshot fetch --url {params.url:q} --sha1 {params.sha1:q} "
+            "--out {output:q} > {log:q} 2>&1"
+
+
 rule fewshot_sample:
     input:
         fewshot_source,
@@ -12,12 +34,14 @@ rule fewshot_sample:
         "../../envs/torch.yaml"
     params:
         how=lambda w: (
-            f"pooled --file {fewshot_source(w)} --run {w.seed}"
+            "pooled --file"
             if "pooled" in FEW["datasets"][w.dataset]
-            else f"sample --pool {fewshot_source(w)} --seed {w.seed}"
+            else "sample --pool"
         ),
+        seed=lambda w: ("--run" if "pooled" in FEW["datasets"][w.dataset] else "--seed"),
     shell:
-        "python -m cmgems.cli fewshot {params.how} --shots {wildcards.shots} --out {output} > {log} 2>&1"
+        "python -m cmgems.cli fewshot {params.how} {input:q} {params.seed} {wildcards.seed} "
+        "--shots {wildcards.shots} --out {output} > {log} 2>&1"
 
 
 rule finetune_fewshot:
@@ -46,7 +70,7 @@ rule finetune_fewshot:
             w, genome=w.genome, model=w.model, masking=w.masking, steps=int(w.steps)
         ),
     shell:
-        "python -m cmgems.cli finetune --model {input.model} --train {input.train} --test {input.test} "
+        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train} --test {input.test:q} "
         "--out $(dirname {output.metrics}) --max-length {params.max_length} "
         "--epochs {params.r[epochs]} --lr {params.r[lr]} --batch-size {params.r[batch_size]} "
         "--warmup-ratio {params.f[warmup_ratio]} --weight-decay {params.f[weight_decay]} "
@@ -72,6 +96,6 @@ rule baseline_fewshot:
         k=K,
         meta=lambda w: fewshot_meta(w),
     shell:
-        "python -m cmgems.cli baseline --train {input.train} --test {input.test} "
+        "python -m cmgems.cli baseline --train {input.train} --test {input.test:q} "
         "--out $(dirname {output.metrics}) --k {params.k} --seed {wildcards.seed} "
         "--meta {params.meta:q} > {log} 2>&1"

@@ -21,6 +21,27 @@ if "url" in GUE:
             "python -m cmgems.cli gue fetch --url {params.url:q} --md5 {params.md5} "
             "--out {params.root:q} --expect {params.tasks} > {log} 2>&1"
 
+else:
+
+    rule gue_missing:
+        output:
+            str(Path(GUE["path"], "{gue_task}", "{split}.csv")),
+        log:
+            "logs/gue_missing/{gue_task}/{split}.log",
+        benchmark:
+            "benchmarks/out/gue_missing/{gue_task}/{split}.tsv"
+        wildcard_constraints:
+            gue_task=any_of({spec["path"] for spec in GUE["tasks"].values()}),
+            split="train|dev|test",
+        localrule: True
+        conda:
+            "../../envs/core.yaml"
+        params:
+            root=lambda w, output: Path(output[0]).parents[len(Path(w.gue_task).parts)],
+        shell:
+            "python -m cmgems.cli gue check --root {params.root:q} --files {output:q} > {log:q} 2>&1 "
+            "|| {{ cat {log:q} >&2; exit 1; }}"
+
 
 rule finetune_gue:
     input:
@@ -42,6 +63,7 @@ rule finetune_gue:
         remote=remote_code_flag,
         s=lambda w: gue_settings(w.task),
         g=GUE,
+        select_by=GUE["select_by"],
         meta=lambda w: meta_json(
             kind="gue",
             genome=w.genome,
@@ -52,12 +74,13 @@ rule finetune_gue:
             seed=int(w.seed),
         ),
     shell:
-        "python -m cmgems.cli finetune --model {input.model} --train {input.train} --dev {input.dev} "
-        "--test {input.test} --out $(dirname {output.metrics}) --max-length {params.s[max_length]} "
-        "--epochs {params.s[epochs]} --max-steps {params.s[max_steps]} "
-        "--warmup-steps {params.s[warmup_steps]} --lr {params.g[lr]} "
-        "--batch-size {params.g[batch_size]} --seed {wildcards.seed} --threads {threads} "
-        "{params.remote} --meta {params.meta:q} > {log} 2>&1"
+        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train:q} "
+        "--dev {input.dev:q} --test {input.test:q} --out $(dirname {output.metrics}) "
+        "--max-length {params.s[max_length]} --epochs {params.s[epochs]} "
+        "--max-steps {params.s[max_steps]} --warmup-steps {params.s[warmup_steps]} "
+        "--eval-steps {params.s[eval_steps]} --select-by {params.select_by:q} "
+        "--lr {params.g[lr]} --batch-size {params.g[batch_size]} --seed {wildcards.seed} "
+        "--threads {threads} {params.remote} --meta {params.meta:q} > {log} 2>&1"
 
 
 rule baseline_gue:
@@ -78,6 +101,6 @@ rule baseline_gue:
         seed=GUE["seeds"][0],
         meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
     shell:
-        "python -m cmgems.cli baseline --train {input.train} --dev {input.dev} --test {input.test} "
+        "python -m cmgems.cli baseline --train {input.train:q} --dev {input.dev:q} --test {input.test:q} "
         "--out $(dirname {output.metrics}) --k {params.k} --seed {params.seed} "
         "--meta {params.meta:q} > {log} 2>&1"
