@@ -172,7 +172,7 @@ def test_layouts_give_every_step_the_same_sequences_and_masks(corpus):
         for rank in range(world):
             steps = MaskedSteps(sequences, StepLayout(16, micro, world, rank), strategy, 7, 6, 64, step, step)
             item = steps[0]
-            for positions, mb in zip(steps.layout.micro_batches(step), item["micro"]):
+            for positions, mb in zip(steps.micro_positions(step), item["micro"]):
                 labels = torch.full(mb["input_ids"].shape, -100).view(-1)
                 labels[mb["masked_positions"]] = mb["masked_ids"]
                 for pos, row, ids in zip(positions, labels.view(mb["input_ids"].shape), mb["input_ids"]):
@@ -215,7 +215,7 @@ def test_after_a_curriculum_switch_the_workers_mask_with_the_new_phase(corpus, t
     batch = batches.next()
     assert (batch["step"], batch["phase"]) == (4, "global_pmi")
     expected = pretrain.masking.build("global_pmi", k=6, token_ranks=pretrain.token_ranks(s))
-    mb, positions = batch["micro"][0], r.layout.micro_batches(4)[0]
+    mb, positions = batch["micro"][0], pretrain.MaskedSteps(r.corpus, r.layout, r.strategy, s.seed, 6, 64, 4, 4).micro_positions(4)[0]
     ids = torch.from_numpy(kmers.encode_batch(r.corpus.get(corpus_module.training_rows(positions, len(r.corpus), s.seed)), 6, 64))
     assert torch.equal(mb["masked_positions"], mask_ids(ids, positions, expected, 4, s.seed)["masked_positions"])
 

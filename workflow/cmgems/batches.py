@@ -3,9 +3,11 @@ encodes and masks them, run in DataLoader worker processes so that reading, enco
 overlap the training step.
 
 Step t (1-based) trains on global sequence positions (t - 1) * S .. t * S - 1 (S = sequences per
-step); position g is training row `corpus.training_rows(g)`. Rank r of W takes the r-th contiguous
-share of the step, cut into micro-batches of `micro_batch`. Masks are drawn from (seed, g), so the
-sequences and masks of a step are the same at any world size, on any device and after a resume.
+step); position g is training row `corpus.training_rows(g)`. The step's sequences, sorted by length,
+are cut into micro-batches of `micro_batch` (so a micro-batch is padded little, and one of
+full-length chunks not at all), dealt to the W ranks in turn. Masks are drawn from (seed, g). So the
+sequences and masks of a step are the same at any world size, on any device and after a resume, and
+since the loss is normalised over the whole step, so is the gradient (up to summation order).
 """
 
 from __future__ import annotations
@@ -46,22 +48,27 @@ class StepLayout:
         """Micro-batches per process per step."""
         return self.sequences_per_step // (self.micro_batch * self.world_size)
 
-    def micro_batches(self, step: int) -> list[np.ndarray]:
-        """Global sequence positions (int64 (micro_batch,) each) of this rank's micro-batches of `step`."""
-        first = (step - 1) * self.sequences_per_step + self.rank * self.accumulation * self.micro_batch
-        return [np.arange(first + a * self.micro_batch, first + (a + 1) * self.micro_batch, dtype=np.int64)
-                for a in range(self.accumulation)]
+    def micro_batches(self, step: int, lengths: np.ndarray) -> list[np.ndarray]:
+        """Global sequence positions (int64 (micro_batch,) each) of this rank's micro-batches of `step`,
+        given the lengths (S,) of the step's sequences in position order: sorted by length (ties by
+        position), cut into micro-batches, micro-batch j going to rank j mod W (each rank a share of
+        short and long ones)."""
+        positions = np.arange((step - 1) * self.sequences_per_step, step * self.sequences_per_step, dtype=np.int64)
+        groups = positions[np.argsort(lengths, kind="stable")].reshape(-1, self.micro_batch)
+        return list(groups[self.rank :: self.world_size])
 
 
 def mask_ids(ids: torch.Tensor, positions: np.ndarray, strategy: masking.Strategy, step: int, seed: int) -> dict:
     """A masked-LM micro-batch from token ids (B, L) of the sequences at global positions `positions`
     (int64 (B,)): {"input_ids": int64 (B, L) corrupted ids, "masked_positions": int64 (N,) flat indices
-    into (B * L) of the masked tokens, "masked_ids": int64 (N,) their original ids}. Masks come from
+    into (B * L) of the masked tokens, "masked_ids": int64 (N,) their original ids, "padded": whether
+    any row is padded (bool: without padding the model needs no attention mask)}. Masks come from
     `strategy` at `step`, with draws keyed by (seed, positions)."""
     inputs, labels = strategy(ids, step=step, draws=masking.Draws(seed, torch.from_numpy(positions)))
     flat = labels.view(-1)
     where = flat.ne(masking.IGNORE_INDEX).nonzero().squeeze(1)
-    return {"input_ids": inputs, "masked_positions": where, "masked_ids": flat.index_select(0, where)}
+    return {"input_ids": inputs, "masked_positions": where, "masked_ids": flat.index_select(0, where),
+            "padded": bool(ids.eq(kmers.PAD_ID).any())}
 
 
 def masked_lm_batch(sequences: list, positions: np.ndarray, strategy: masking.Strategy, step: int, seed: int,
@@ -89,10 +96,17 @@ class MaskedSteps(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return max(0, self.last_step - self.first_step + 1)
 
+    def micro_positions(self, step: int) -> list[np.ndarray]:
+        """Global sequence positions of this rank's micro-batches of `step` (StepLayout.micro_batches)."""
+        first = (step - 1) * self.layout.sequences_per_step
+        rows = training_rows(np.arange(first, first + self.layout.sequences_per_step), len(self.corpus), self.seed,
+                             self._orders)
+        return self.layout.micro_batches(step, self.corpus.lengths(rows))
+
     def __getitem__(self, i: int) -> dict:
         step = self.first_step + i
         micro = []
-        for positions in self.layout.micro_batches(step):
+        for positions in self.micro_positions(step):
             rows = training_rows(positions, len(self.corpus), self.seed, self._orders)
             micro.append(masked_lm_batch(self.corpus.get(rows), positions, self.strategy, step, self.seed,
                                          self.k, self.max_positions))

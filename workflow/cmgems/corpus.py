@@ -390,13 +390,19 @@ class TrainingSequences:
             self.digest = (reader.schema.metadata or {}).get(b"digest", b"").decode()
         except (OSError, pa.ArrowException) as err:
             raise CmgemsError(f"cannot read the training index {self.path}: {err}") from err
-        self._batches = batches
+        self._batches, self._lengths = batches, None
         self._first_row = np.cumsum([0] + [len(offsets) - 1 for _, offsets in batches])
         if len(self) == 0:
             raise CmgemsError(f"training corpus is empty: {self.path}")
 
     def __len__(self) -> int:
         return int(self._first_row[-1])
+
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        """int32 lengths (bp) of the sequences at `rows` (all lengths are read once: 4 bytes a sequence)."""
+        if self._lengths is None:
+            self._lengths = np.concatenate([np.diff(offsets).astype(np.int32) for _, offsets in self._batches])
+        return self._lengths[rows]
 
     def get(self, rows: np.ndarray) -> list[np.ndarray]:
         """The sequences at `rows` (ints in [0, len)), as uint8 views, in the order given."""

@@ -114,9 +114,11 @@ class MaskedLMObjective(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor, masked_ids: torch.Tensor):
-        # a 4D mask goes to SDPA as is; transformers inspects a 2D one on the host
-        attention = input_ids.ne(kmers.PAD_ID)[:, None, None, :]
+    def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor, masked_ids: torch.Tensor,
+                padded: bool = True):
+        # no padding: no mask (SDPA may use its fastest kernels); else a 4D mask, which transformers
+        # passes to SDPA as is (it inspects a 2D one on the host)
+        attention = input_ids.ne(kmers.PAD_ID)[:, None, None, :] if padded else None
         hidden = self.model.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
         logits = self.model.cls(hidden.flatten(0, 1).index_select(0, masked_positions)).float()
         loss = torch.nn.functional.cross_entropy(logits, masked_ids, reduction="sum")
@@ -311,7 +313,7 @@ def train_step(run: Run, batch: dict) -> None:
                                    for key in ("input_ids", "masked_positions", "masked_ids"))
         syncs = i == len(micro) - 1 or dist.world_size == 1
         with (contextlib.nullcontext() if syncs else run.trainer.no_sync()), models.autocast(device):
-            loss, correct = run.trainer(ids, positions, targets)
+            loss, correct = run.trainer(ids, positions, targets, padded=mb["padded"])
         (loss * scale).backward()
         run.meter.loss += loss.detach()
         run.meter.correct += correct
@@ -349,7 +351,8 @@ def evaluate(run: Run, strategy: masking.Strategy, seed: int) -> tuple[float, fl
     for positions, ids in run.validation:
         batch = mask_ids(ids, positions, strategy, run.step, seed)
         with models.autocast(device):
-            loss, correct = run.objective(*(batch[key].to(device) for key in ("input_ids", "masked_positions", "masked_ids")))
+            loss, correct = run.objective(*(batch[key].to(device) for key in ("input_ids", "masked_positions", "masked_ids")),
+                                          padded=batch["padded"])
         sums += torch.stack([loss.double(), correct.double(), torch.tensor(len(batch["masked_ids"]), dtype=torch.float64, device=device)])
     run.objective.train()
     loss_sum, correct, masked = distributed.sum_across(sums, run.dist).tolist()
