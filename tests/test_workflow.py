@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +224,96 @@ def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path):
     result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path),
                        "results/external/gue/DNABERT6/published/0/demo_tata/seed42/metrics.json")
     assert f"--model {tmp_path / 'dnabert6'}" in result.stdout and "--trust-remote-code" not in result.stdout
+
+
+# Shell metacharacters and spaces in every config string that reaches a command: run by a shell
+# that did not quote them, this would create PWNED files or split arguments.
+NASTY = "a b;$(touch PWNED);touch PWNED;c"
+
+
+def nasty_config(tmp_path: Path) -> tuple[dict, Path]:
+    """The demo with its input files copied under tmp_path/NASTY and every path, URL and task path
+    holding NASTY; the GUE task demo_splice is absent (a gue_missing job)."""
+    root = tmp_path / NASTY
+    demo = REPO / "resources" / "demo"
+    gue = root / "gue" / f"tata {NASTY}"
+    gue.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        shutil.copy(demo / "gue" / "demo_tata" / f"{split}.csv", gue / f"{split}.csv")
+    shutil.copy(demo / "genome" / "demo.fa.gz", root / "demo.fa.gz")
+    shutil.copy(demo / "gue" / "demo_tata" / "train.csv", root / f"pool {NASTY}.csv")
+    shutil.copy(demo / "gue" / "demo_tata" / "test.csv", root / f"test {NASTY}.csv")
+    shutil.copytree(REPO / "resources" / "published", root / "published")
+    (root / "init").mkdir()
+    (root / "external").mkdir()
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["genomes"]["demo"]["path"] = f"{NASTY}/demo.fa.gz"
+    config["genomes"]["web"] = {"url": f"https://example.org/hg.fa.gz#{NASTY}", "md5": "0" * 32, "contigs": ["chr1"]}
+    config["gue"]["path"] = f"{NASTY}/gue"
+    config["gue"]["tasks"]["demo_tata"]["path"] = f"tata {NASTY}"
+    config["gue"]["tasks"]["demo_splice"]["path"] = f"splice {NASTY}"
+    config["fewshot"]["datasets"] = {
+        "demo_prom": {"pool": f"{NASTY}/pool {NASTY}.csv", "test": f"{NASTY}/test {NASTY}.csv", "max_length": 72},
+        "demo_fetched": {"pooled": {10: f"{NASTY}/pool {NASTY}.csv"}, "test": f"{NASTY}/fetched/test {NASTY}.tsv",
+                         "max_length": 72},
+    }
+    config["fewshot"]["sources"] = {"s": {"url": f"https://example.org/{NASTY}", "into": f"{NASTY}/fetched",
+                                          "files": {f"test {NASTY}.tsv": "0" * 40}}}
+    config["pretrain"]["init_from"] = f"{NASTY}/init"
+    config["pretrained_models"] = {"ext": {"path": f"{NASTY}/external"}}
+    config["report"]["published"] = f"{NASTY}/published"
+    return config, root
+
+
+def command_pairs(output: str) -> set[tuple[str, str]]:
+    """(argument, next argument) of every cmgems command printed by `snakemake -p`, as a shell splits it;
+    an argument mentioning PWNED that is not a whole NASTY string means a string was split."""
+    pairs = set()
+    for line in output.splitlines():
+        if "cmgems.cli" in line or "launch.sh" in line:
+            args = shlex.split(line.split("Shell command:", 1)[-1])
+            assert all(NASTY in a for a in args if "PWNED" in a), line
+            pairs |= set(zip(args, args[1:]))
+    return pairs
+
+
+def test_config_strings_reach_commands_quoted(tmp_path):
+    """Every config string that reaches a command arrives as one argument, whatever it holds: the
+    dry run plans each command so, and a real run of the cheap jobs (GUE download from a file://
+    URL, contigs, chunks, a few-shot draw, both baselines) succeeds and runs nothing from them."""
+    config, root = nasty_config(tmp_path)
+    cfg = tmp_path / "nasty.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    pairs = command_pairs(result.stdout)
+    gue = f"{NASTY}/gue"
+    expected = {
+        ("--url", f"https://example.org/hg.fa.gz#{NASTY}"),
+        ("--fasta", f"{NASTY}/demo.fa.gz"),
+        ("--init-from", f"{NASTY}/init"),
+        ("--root", gue), ("--files", f"{gue}/splice {NASTY}/train.csv"),
+        ("--train", f"{gue}/tata {NASTY}/train.csv"), ("--dev", f"{gue}/tata {NASTY}/dev.csv"),
+        ("--model", f"{NASTY}/external"),
+        ("--pool", f"{NASTY}/pool {NASTY}.csv"), ("--file", f"{NASTY}/pool {NASTY}.csv"),
+        ("--test", f"{NASTY}/test {NASTY}.csv"), ("--test", f"{NASTY}/fetched/test {NASTY}.tsv"),
+        ("--url", f"https://example.org/{NASTY}/test {NASTY}.tsv"), ("--out", f"{NASTY}/fetched/test {NASTY}.tsv"),
+        ("--published", f"{NASTY}/published"),
+    }
+    assert expected <= pairs, expected - pairs
+
+    archive = root / "GUE.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for task, folder in (("tata", "demo_tata"), ("splice", "demo_splice")):
+            for split in ("train", "dev", "test"):
+                zf.write(REPO / "resources" / "demo" / "gue" / folder / f"{split}.csv", f"GUE/{task} {NASTY}/{split}.csv")
+    config["gue"].update(path=f"{NASTY}/downloaded", url=f"{archive.as_uri()}#{NASTY}",
+                         md5=hashlib.md5(archive.read_bytes()).hexdigest())
+    cfg.write_text(yaml.safe_dump(config))
+    targets = ["results/demo/corpus_chunks/chrM.parquet", "results/baseline/gue/demo_splice/metrics.json",
+               "results/baseline/fewshot/demo_prom/10/seed0/metrics.json"]
+    result = snakemake("--cores", "2", "-p", *targets, "--configfile", str(cfg), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ("--expect", f"splice {NASTY}") in command_pairs(result.stdout + result.stderr)
+    assert all((tmp_path / t).exists() for t in targets[1:])
+    assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()

@@ -14,7 +14,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # Rules run `python -m cmgems.cli` from this checkout, with or without --use-conda.
 PACKAGE_DIR = Path(workflow.basedir, "workflow").resolve()
 shell.prefix(
-    f"set -euo pipefail; export PYTHONPATH='{PACKAGE_DIR}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 
 DEFAULT_CONTIGS = [f"chr{i}" for i in range(1, 23)] + ["chrX", "chrY"]
@@ -163,6 +163,11 @@ def remote_code_flag(wildcards):
         "trust_remote_code"
     )
     return "--trust-remote-code" if trusted else ""
+
+
+def output_dir(wildcards, output):
+    """The folder of a rule's `metrics` output (the --out of an evaluation)."""
+    return os.path.dirname(output.metrics)
 
 
 def eval_dir(kind, genome, model, masking, steps):

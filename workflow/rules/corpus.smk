@@ -15,9 +15,9 @@ rule corpus_chunk:
         c=config["corpus"],
         k=K,
     shell:
-        "python -m cmgems.cli corpus chunk --contig-parquet {input}/{wildcards.contig}.parquet --out {output} "
+        "python -m cmgems.cli corpus chunk --contig-parquet {input:q}/{wildcards.contig}.parquet --out {output:q} "
         "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
-        "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log} 2>&1"
+        "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log:q} 2>&1"
 
 
 rule corpus_finalize:
@@ -41,6 +41,6 @@ rule corpus_finalize:
         fraction=config["corpus"]["validation_fraction"],
         k=K,
     shell:
-        "python -m cmgems.cli corpus finalize --chunks {input.chunks} --out-dir {output} --k {params.k} "
-        "--validation-fraction {params.fraction} --contigs-summary {input.contigs}/summary.json "
-        "> {log} 2>&1"
+        "python -m cmgems.cli corpus finalize --chunks {input.chunks:q} --out-dir {output:q} --k {params.k} "
+        "--validation-fraction {params.fraction} --contigs-summary {input.contigs:q}/summary.json "
+        "> {log:q} 2>&1"

@@ -41,7 +41,7 @@ rule fewshot_sample:
         seed=lambda w: ("--run" if "pooled" in FEW["datasets"][w.dataset] else "--seed"),
     shell:
         "python -m cmgems.cli fewshot {params.how} {input:q} {params.seed} {wildcards.seed} "
-        "--shots {wildcards.shots} --out {output} > {log} 2>&1"
+        "--shots {wildcards.shots} --out {output:q} > {log:q} 2>&1"
 
 
 rule finetune_fewshot:
@@ -62,6 +62,7 @@ rule finetune_fewshot:
     resources:
         **FEWSHOT_RESOURCES,
     params:
+        out=output_dir,
         remote=remote_code_flag,
         r=lambda w: fewshot_regime(w.shots),
         f=FEW,
@@ -70,12 +71,12 @@ rule finetune_fewshot:
             w, genome=w.genome, model=w.model, masking=w.masking, steps=int(w.steps)
         ),
     shell:
-        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train} --test {input.test:q} "
-        "--out $(dirname {output.metrics}) --max-length {params.max_length} "
+        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train:q} --test {input.test:q} "
+        "--out {params.out:q} --max-length {params.max_length} "
         "--epochs {params.r[epochs]} --lr {params.r[lr]} --batch-size {params.r[batch_size]} "
         "--warmup-ratio {params.f[warmup_ratio]} --weight-decay {params.f[weight_decay]} "
         "--hidden-dropout {params.f[hidden_dropout]} --seed {wildcards.seed} --threads {threads} "
-        "{params.remote} --meta {params.meta:q} > {log} 2>&1"
+        "{params.remote} --meta {params.meta:q} > {log:q} 2>&1"
 
 
 rule baseline_fewshot:
@@ -93,9 +94,10 @@ rule baseline_fewshot:
         "../../envs/torch.yaml"
     threads: 1
     params:
+        out=output_dir,
         k=K,
         meta=lambda w: fewshot_meta(w),
     shell:
-        "python -m cmgems.cli baseline --train {input.train} --test {input.test:q} "
-        "--out $(dirname {output.metrics}) --k {params.k} --seed {wildcards.seed} "
-        "--meta {params.meta:q} > {log} 2>&1"
+        "python -m cmgems.cli baseline --train {input.train:q} --test {input.test:q} "
+        "--out {params.out:q} --k {params.k} --seed {wildcards.seed} "
+        "--meta {params.meta:q} > {log:q} 2>&1"

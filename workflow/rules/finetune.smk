@@ -18,8 +18,8 @@ if "url" in GUE:
             root=GUE["path"],
             tasks=sorted({spec["path"] for spec in GUE["tasks"].values()}),
         shell:
-            "python -m cmgems.cli gue fetch --url {params.url:q} --md5 {params.md5} "
-            "--out {params.root:q} --expect {params.tasks} > {log} 2>&1"
+            "python -m cmgems.cli gue fetch --url {params.url:q} --md5 {params.md5:q} "
+            "--out {params.root:q} --expect {params.tasks:q} > {log:q} 2>&1"
 
 else:
 
@@ -60,6 +60,7 @@ rule finetune_gue:
     resources:
         **GUE_RESOURCES,
     params:
+        out=output_dir,
         remote=remote_code_flag,
         s=lambda w: gue_settings(w.task),
         g=GUE,
@@ -75,12 +76,12 @@ rule finetune_gue:
         ),
     shell:
         "python -m cmgems.cli finetune --model {input.model:q} --train {input.train:q} "
-        "--dev {input.dev:q} --test {input.test:q} --out $(dirname {output.metrics}) "
+        "--dev {input.dev:q} --test {input.test:q} --out {params.out:q} "
         "--max-length {params.s[max_length]} --epochs {params.s[epochs]} "
         "--max-steps {params.s[max_steps]} --warmup-steps {params.s[warmup_steps]} "
         "--eval-steps {params.s[eval_steps]} --select-by {params.select_by:q} "
         "--lr {params.g[lr]} --batch-size {params.g[batch_size]} --seed {wildcards.seed} "
-        "--threads {threads} {params.remote} --meta {params.meta:q} > {log} 2>&1"
+        "--threads {threads} {params.remote} --meta {params.meta:q} > {log:q} 2>&1"
 
 
 rule baseline_gue:
@@ -97,10 +98,11 @@ rule baseline_gue:
         "../../envs/torch.yaml"
     threads: 1
     params:
+        out=output_dir,
         k=K,
         seed=GUE["seeds"][0],
         meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
     shell:
         "python -m cmgems.cli baseline --train {input.train:q} --dev {input.dev:q} --test {input.test:q} "
-        "--out $(dirname {output.metrics}) --k {params.k} --seed {params.seed} "
-        "--meta {params.meta:q} > {log} 2>&1"
+        "--out {params.out:q} --k {params.k} --seed {params.seed} "
+        "--meta {params.meta:q} > {log:q} 2>&1"

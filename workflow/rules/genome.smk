@@ -14,7 +14,7 @@ rule download_genome:
         url=lambda w: config["genomes"][w.genome]["url"],
         md5=lambda w: config["genomes"][w.genome]["md5"],
     shell:
-        "python -m cmgems.cli genome download --url {params.url:q} --md5 {params.md5} --out {output} > {log} 2>&1"
+        "python -m cmgems.cli genome download --url {params.url:q} --md5 {params.md5:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule genome_contigs:
@@ -37,7 +37,7 @@ rule genome_contigs:
         ),
     shell:
         "python -m cmgems.cli genome contigs --fasta {input:q} --out-dir {output:q} "
-        "--contigs {params.contigs} {params.splice} > {log} 2>&1"
+        "--contigs {params.contigs:q} {params.splice} > {log:q} 2>&1"
 
 
 rule tokenizer:
@@ -54,4 +54,4 @@ rule tokenizer:
         k=K,
         positions=config["max_positions"],
     shell:
-        "python -m cmgems.cli tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log} 2>&1"
+        "python -m cmgems.cli tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log:q} 2>&1"

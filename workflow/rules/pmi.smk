@@ -15,8 +15,8 @@ rule pmi_count:
     params:
         max_n=config["pmi"]["max_n"],
     shell:
-        "python -m cmgems.cli pmi count --contigs {input}/{wildcards.contig}.parquet --max-n {params.max_n} "
-        "--threads {threads} --out {output} > {log} 2>&1"
+        "python -m cmgems.cli pmi count --contigs {input:q}/{wildcards.contig}.parquet --max-n {params.max_n} "
+        "--threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule pmi_merge:
@@ -34,7 +34,7 @@ rule pmi_merge:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m cmgems.cli pmi merge --counts {input} --out {output} > {log} 2>&1"
+        "python -m cmgems.cli pmi merge --counts {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule pmi_score:
@@ -52,5 +52,5 @@ rule pmi_score:
         definition=config["pmi"]["definition"],
         min_count=config["pmi"]["min_count"],
     shell:
-        "python -m cmgems.cli pmi score --counts {input} --out {output} --definition {params.definition} "
-        "--min-count {params.min_count} > {log} 2>&1"
+        "python -m cmgems.cli pmi score --counts {input:q} --out {output:q} --definition {params.definition:q} "
+        "--min-count {params.min_count} > {log:q} 2>&1"

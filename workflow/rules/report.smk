@@ -56,4 +56,4 @@ rule report:
         published=config["report"]["published"],
     shell:
         "python -m cmgems.cli report --results results --out results/report "
-        "--published {params.published} > {log} 2>&1"
+        "--published {params.published:q} > {log:q} 2>&1"
