@@ -10,6 +10,7 @@ if not config:  # a --configfile replaces the paper config rather than merging i
 report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/genome.smk"
 include: "workflow/rules/corpus.smk"

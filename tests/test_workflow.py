@@ -60,25 +60,135 @@ def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     assert counts["report"] == 1
 
 
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda c: c["corpus"].update(max_tokenz=5), "max_tokenz"),
-        (lambda c: c["pretrain"].update(steps="many"), "steps"),
-        (lambda c: c["pretrain"].update(masking=["random", "span"]), "span"),
-        (lambda c: c["genomes"]["demo"].update(md5="abc"), "genomes"),
-    ],
-    ids=["unknown-key", "wrong-type", "unknown-strategy", "path-and-md5"],
-)
-def test_config_errors_fail_at_once_naming_the_key(tmp_path, edit, message):
+def edit(path: list, value=None, delete: bool = False):
+    """A config edit: set (or delete) the key at `path`."""
+    def apply(config):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        if delete:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+    return apply
+
+
+def duplicate(after: str, line: str):
+    """A config edit in the text: `line` inserted after the line `after` (a key given twice)."""
+    return lambda config: yaml.safe_dump(config).replace(f"{after}\n", f"{after}\n{line}\n", 1)
+
+
+CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
+    "unknown-top-level-key": (edit(["modles"], ["tiny"]), "unknown key 'modles'; the top level takes: baseline,"),
+    "unknown-key": (edit(["corpus", "max_tokenz"], 5), "unknown key 'corpus.max_tokenz'; corpus takes:"),
+    "wrong-type": (edit(["pretrain", "steps"], "many"), "pretrain.steps: 'many' is not of type 'array'"),
+    "unknown-strategy": (edit(["pretrain", "masking"], ["random", "span"]), "pretrain.masking[1]: 'span' is not one of"),
+    "duplicate-top-level-key": (duplicate("k: 6", "k: 5"), "bad.yaml, line 73: key 'k' is given twice in the same mapping (first on line 72)"),
+    "duplicate-key": (duplicate("corpus:", "  max_tokens: 100"), "key 'max_tokens' is given twice in the same mapping"),
+    # genomes: url + md5 or path
+    "path-and-md5": (edit(["genomes", "demo", "md5"], "0" * 32), "genomes.demo: md5 without url"),
+    "path-and-url": (edit(["genomes", "demo", "url"], "https://example.org/g.fa.gz"), "genomes.demo: both url and path are given"),
+    "url-without-md5": (edit(["genomes", "demo"], {"url": "https://example.org/g.fa.gz"}), "genomes.demo: url without md5"),
+    "no-fasta": (edit(["genomes", "demo", "path"], delete=True), "genomes.demo: give path (a local FASTA) or url with md5"),
+    "contig-name": (edit(["genomes", "demo", "contigs"], ["chr20", ".."]), "genomes.demo.contigs[1]: '..' does not match"),
+    # masking options, per strategy
+    "masking-option-name": (edit(["pretrain", "masking_options", "cm_gems", "treshold"], 1.0),
+                            "unknown key 'pretrain.masking_options.cm_gems.treshold'; pretrain.masking_options.cm_gems takes:"),
+    "masking-option-strategy": (edit(["pretrain", "masking_options", "span"], {}), "unknown key 'pretrain.masking_options.span'"),
+    "masking-option-type": (edit(["pretrain", "masking_options", "genemask"], {"reproduce_reference_bugs": "yes"}),
+                            "pretrain.masking_options.genemask.reproduce_reference_bugs: 'yes' is not of type 'boolean'"),
+    "masking-option-probability": (edit(["pretrain", "masking_options", "random"], {"mlm_probability": 1.5}),
+                                   "pretrain.masking_options.random.mlm_probability: 1.5 is greater than the maximum of 1"),
+    "masking-option-negative": (edit(["pretrain", "masking_options", "cm_gems", "threshold"], -1.0),
+                                "pretrain.masking_options.cm_gems.threshold: -1.0 is less than the minimum of 0"),
+    "masking-option-nan": (edit(["pretrain", "masking_options", "cm_gems", "threshold"], float("nan")),
+                           "pretrain.masking_options.cm_gems.threshold: nan is not a finite number"),
+    # lengths and positions
+    "max-tokens-over-positions": (edit(["corpus", "max_tokens"], 127), "corpus.max_tokens (127) + [CLS] and [SEP] exceeds max_positions (128)"),
+    "min-tokens-over-max": (edit(["corpus", "min_tokens"], 127), "corpus.min_tokens (127) exceeds corpus.max_tokens (126)"),
+    "gue-max-length": (edit(["gue", "tasks", "demo_tata", "max_length"], 129), "gue.tasks.demo_tata.max_length (129) exceeds max_positions (128)"),
+    "fewshot-max-length": (edit(["fewshot", "datasets", "demo_splice3", "max_length"], 200),
+                           "fewshot.datasets.demo_splice3.max_length (200) exceeds max_positions (128)"),
+    # seeds, learning rates, milestones, the pretraining layout
+    "corpus-seed": (edit(["corpus", "seed"], -1), "corpus.seed: -1 is less than the minimum of 0"),
+    "pretrain-seed": (edit(["pretrain", "seed"], -1), "pretrain.seed: -1 is less than the minimum of 0"),
+    "gue-seed": (edit(["gue", "seeds"], [42, -1]), "gue.seeds[1]: -1 is less than the minimum of 0"),
+    "fewshot-lr": (edit(["fewshot", "large", "lr"], 0), "fewshot.large.lr: 0 is less than or equal to the minimum of 0"),
+    "pretrain-lr": (edit(["pretrain", "recipe", "lr"], -1e-4), "pretrain.recipe.lr: -0.0001 is less than or equal to the minimum of 0"),
+    "milestone": (edit(["pretrain", "recipe", "milestones"], [100, 300]), "pretrain.recipe.milestones: 300 is not below the longest run"),
+    "layout": (edit(["pretrain", "recipe", "batch_size"], 5), "pretrain.recipe.sequences_per_step (32) must be a multiple"),
+    "init-from-missing": (edit(["pretrain", "init_from"], "no/such/checkpoint"), "no/such/checkpoint"),
+    # PMI contigs
+    "pmi-contig-name": (edit(["pmi", "contigs"], ["chr20", "../x"]), "pmi.contigs[1]: '../x' does not match"),
+    "pmi-contig-absent": (edit(["pmi", "contigs"], ["chr20", "chr1"]), "pmi.contigs: 'chr1' is not among the contigs of genome 'demo'"),
+    # GUE and few-shot
+    "gue-task-absolute": (edit(["gue", "tasks", "demo_tata", "path"], "/etc/x"), "gue.tasks.demo_tata.path: '/etc/x' does not match"),
+    "gue-task-parent": (edit(["gue", "tasks", "demo_tata", "path"], "a/../../x"), "gue.tasks.demo_tata.path: 'a/../../x' does not match"),
+    "gue-md5": (lambda c: c["gue"].update(url="https://example.org/GUE.zip", md5="xyz"), "gue.md5: 'xyz' does not match"),
+    "pool-and-pooled": (edit(["fewshot", "datasets", "demo_prom", "pooled"], {10: "x.csv"}),
+                        "fewshot.datasets.demo_prom: both pool and pooled are given"),
+    "no-pool": (edit(["fewshot", "datasets", "demo_prom", "pool"], delete=True), "fewshot.datasets.demo_prom: give pool"),
+}
+
+
+@pytest.mark.parametrize("name", CONFIG_ERRORS)
+def test_config_errors_fail_at_once_naming_the_key(tmp_path, name):
+    """Each mistake stops `snakemake -n` while the DAG is built, with one message naming the key (no
+    schema dump), and writes nothing (a missing input, found by the DAG, leaves Snakemake's own
+    empty .snakemake folders)."""
+    edit_config, message = CONFIG_ERRORS[name]
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    edit(config)
+    text = edit_config(config)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
+    bad.write_text(text or yaml.safe_dump(config))
+    (tmp_path / "resources").symlink_to(REPO / "resources")
     result = snakemake("-n", "--configfile", str(bad), "-d", str(tmp_path))
-    assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "ValidationError" in output and message in output
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert "Failed validating" not in output and "$schema" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["bad.yaml", "resources"], [".snakemake", "bad.yaml", "resources"])
+    assert not [p for p in tmp_path.glob(".snakemake/**/*") if not p.is_dir()]  # at most Snakemake's empty folders
+
+
+def test_schema_masking_options_models_and_contigs_follow_the_code():
+    """The schema's per-strategy masking options are those of `cmgems.masking` (each class's DEFAULTS,
+    with resolve_options's rules), so a strategy or option added without its schema entry fails here;
+    the strategy and model enums and the contig-name pattern are the code's too."""
+    import jsonschema
+
+    from cmgems import masking, models
+    from cmgems.errors import CmgemsError
+    from cmgems.genome import CONTIG_NAME
+
+    def option(key, default):
+        if isinstance(default, bool):
+            return {"type": "boolean"}
+        return {"type": "number", "minimum": 0, **({"maximum": 1} if key.endswith("probability") else {})}
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    pre = schema["properties"]["pretrain"]["properties"]
+    options = pre["masking_options"]
+    assert options["additionalProperties"] is False
+    assert options["properties"] == {
+        name: {"type": "object", "additionalProperties": False,
+               "properties": {key: option(key, default) for key, default in cls.DEFAULTS.items()}}
+        for name, cls in masking.STRATEGIES.items()
+    }
+    assert pre["masking"]["items"]["enum"] == masking.names()
+    assert pre["models"]["items"]["enum"] == list(models.ARCHITECTURES)
+    assert schema["definitions"]["contig"]["pattern"] == f"^{CONTIG_NAME.pattern}$"
+    # the schema accepts exactly the values resolve_options accepts
+    validator = jsonschema.Draft202012Validator(options)
+    for name, cls in masking.STRATEGIES.items():
+        for key in cls.DEFAULTS:
+            for value in (True, False, -1, -0.5, 0, 0.25, 1, 1.5, 3, "1", None):
+                try:
+                    masking.check_options(name, {key: value})
+                    accepted = True
+                except CmgemsError:
+                    accepted = False
+                assert validator.is_valid({name: {key: value}}) == accepted, (name, key, value)
 
 
 def test_lint_has_no_findings():

@@ -4,20 +4,12 @@ import re
 import shlex
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
-
-min_version("9.0")
-
-
-validate(config, schema="../schemas/config.schema.yaml")
-
 # Rules run `python -m cmgems.cli` from this checkout, with or without --use-conda.
 PACKAGE_DIR = Path(workflow.basedir, "workflow").resolve()
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 
-DEFAULT_CONTIGS = [f"chr{i}" for i in range(1, 23)] + ["chrX", "chrY"]
 K = config["k"]
 PRE = config["pretrain"]
 GUE = config["gue"]
@@ -93,7 +85,7 @@ def check_pretrain_layout():
     micro = recipe.get("batch_size", 10)
     processes = pretrain_processes()
     if per_step % (micro * processes):
-        raise ValueError(
+        raise ConfigError(
             f"pretrain.recipe.sequences_per_step ({per_step}) must be a multiple of "
             f"pretrain.recipe.batch_size ({micro}) x the job's {processes} GPU process(es) "
             f"(pretrain.resources): choose a batch_size or GPU count that divides it"
@@ -236,7 +228,7 @@ def fetched_files():
         for name, sha1 in source["files"].items():
             local = os.path.normpath(Path(source["into"], name))
             if local in files:
-                raise ValueError(f"fewshot.sources: two sources write {local}")
+                raise ConfigError(f"fewshot.sources: two sources write {local}")
             files[local] = {"url": f"{source['url'].rstrip('/')}/{name}", "sha1": sha1}
     return files
 
