@@ -124,6 +124,7 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     # GUE and few-shot
     "gue-task-absolute": (edit(["gue", "tasks", "demo_tata", "path"], "/etc/x"), "gue.tasks.demo_tata.path: '/etc/x' does not match"),
     "gue-task-parent": (edit(["gue", "tasks", "demo_tata", "path"], "a/../../x"), "gue.tasks.demo_tata.path: 'a/../../x' does not match"),
+    "gue-path-braces": (edit(["gue", "path"], "GUE/{x}"), "gue.path: 'GUE/{x}' does not match"),
     "gue-md5": (lambda c: c["gue"].update(url="https://example.org/GUE.zip", md5="xyz"), "gue.md5: 'xyz' does not match"),
     "pool-and-pooled": (edit(["fewshot", "datasets", "demo_prom", "pooled"], {10: "x.csv"}),
                         "fewshot.datasets.demo_prom: both pool and pooled are given"),
