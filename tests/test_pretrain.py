@@ -351,6 +351,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_on_one(corpus,
     assert f"signal 15: checkpoint saved at step {step}, exiting for a restart" in stopped.stderr
     state = torch.load(out / "checkpoint" / f"step-{step:08d}" / "state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-process dropout streams
 
     resumed = run(single(args))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
