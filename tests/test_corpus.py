@@ -66,11 +66,15 @@ def columns(path: Path) -> dict[str, list]:
     extra=st.integers(0, 600),
     p_full=st.floats(0, 1),
     seed=st.integers(0, 2**32),
+    short=st.integers(0, 10),
 )
-def test_chunk_lengths_fill_the_segment(available, lo, extra, p_full, seed):
-    lengths = corpus.chunk_lengths(np.random.default_rng(seed), available, lo, lo + extra, p_full)
+def test_chunk_lengths_fill_the_segment(available, lo, extra, p_full, seed, short):
+    random_hi = max(lo, lo + extra - short)
+    lengths = corpus.chunk_lengths(np.random.default_rng(seed), available, lo, lo + extra, p_full, random_hi)
     assert lengths.dtype == np.int64
     assert np.all((lengths >= lo) & (lengths <= lo + extra))
+    drawn = lengths[:-1]  # all but a final remainder: full length or at most random_hi
+    assert np.all((drawn <= random_hi) | (drawn == lo + extra))
     assert 0 <= available - lengths.sum() < lo or available - lengths.sum() == 0
 
 
@@ -97,6 +101,19 @@ def test_chunks_are_contiguous_bounded_and_match_the_contig(contigs, tmp_path):
     assert sum(
         ((starts >= s) & (ends <= e)).sum() for s, e in zip(segments["start"], segments["end"])
     ) == len(starts)
+
+
+def test_genemask_chunk_lengths(contigs, tmp_path):
+    """GeneMask's notebook: L = 510 with probability 0.5, else randint(5, 510), and L + 1 bp cut: 511 bp
+    (506 6-mers) or 6..510 bp, never 511 from the random draw."""
+    chunks = columns(chunk(contigs, "chr1", tmp_path, max_tokens=506, min_tokens=1, random_max_tokens=505))
+    lengths = np.array(chunks["end"]) - np.array(chunks["start"])
+    random_lengths = lengths[lengths != 511]
+    assert 0.4 < np.mean(lengths == 511) < 0.6
+    assert random_lengths.min() >= 6 and random_lengths.max() <= 510 and random_lengths.max() > 480
+    assert pq.read_metadata(tmp_path / "chr1.parquet").schema.to_arrow_schema().metadata[b"random_max_tokens"] == b"505"
+    with pytest.raises(CmgemsError, match="random_max_tokens"):
+        chunk(contigs, "chr1", tmp_path / "bad", max_tokens=506, random_max_tokens=507)
 
 
 def test_chunking_is_seeded(contigs, tmp_path):
@@ -167,6 +184,7 @@ def test_finalize_dedups_splits_and_counts(contigs, chunk_files, tmp_path):
         "k": 6,
         "max_tokens": 510,
         "min_tokens": 5,
+        "random_max_tokens": 510,
         "full_length_prob": 0.5,
         "seed": 12345,
         "splice_n": False,

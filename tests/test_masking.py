@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -81,36 +82,44 @@ batches = st.builds(
 # issue's rules: ties go to the lower position and only maskable positions take part.
 
 
-def released_rank_lookup(ranks, k: int, bugs: bool):
-    """pmi_rank(row, p) as the CM-GEMS code's kmer_id_to_pmi_rank: decode an id to its k-mer (specials
-    decode to ""), look the k-mer up in a {k-mer: rank} dict; unknown or rank 0 -> the worst rank. With
-    `bugs` the position index itself is decoded, as in the released code."""
+def released_rank_lookup(ranks, k: int, bugs: bool, specials_best: bool = False):
+    """pmi_rank(row, p) as the released kmer_id_to_pmi_rank: decode an id to its k-mer (specials decode
+    to ""), look the k-mer up in a defaultdict(int) of ranks (a missing key reads 0); GeneMask's code
+    keeps that 0 (`specials_best`), the CM-GEMS code turns 0 into 4096 (4**k). With `bugs` the position
+    index itself is decoded, as in the released code."""
     vocab = kmers.vocabulary(k)
-    ranks = [int(r) for r in ranks]
-    rank_of_kmer = {vocab[i]: r for i, r in enumerate(ranks) if i >= kmers.NUM_SPECIAL}
-    worst = max(ranks)
+    rank_of_kmer = defaultdict(int, {vocab[i]: int(r) for i, r in enumerate(ranks) if i >= kmers.NUM_SPECIAL})
 
     def pmi_rank(row: list[int], p: int) -> int:
         token_id = p if bugs else row[p]
-        kmer = vocab[token_id] if kmers.NUM_SPECIAL <= token_id < len(vocab) else ""
-        return rank_of_kmer.get(kmer, worst) or worst
+        rank = rank_of_kmer[vocab[token_id] if kmers.NUM_SPECIAL <= token_id < len(vocab) else ""]
+        return rank if specials_best else rank or 4**k
 
     return pmi_rank
 
 
-def loop_genemask(ids, centres, ranks, k: int = 6, bugs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """GeneMask with Python loops: (mask, best positions of the kept spans), bool (B, L) each."""
+def loop_genemask(ids, centres, ranks, k: int = 6, bugs: bool = False,
+                  specials_best: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """GeneMask with Python loops: (mask, best positions of the kept spans), bool (B, L) each. With
+    `bugs`, literally as the released mask_tokens: the centres are iterated as a Python `set` built from
+    the ascending positions, each span's best starts at the centre and moves only to a strictly better
+    rank visiting c-2, c-1, c+1, ..., and the first half of the spans is kept in that set order (the
+    code slices before it sorts). The host's set order is CPython 3.6's for up to 18 elements."""
     ids, centres = torch.as_tensor(ids), torch.as_tensor(centres)
-    pmi_rank = released_rank_lookup(ranks, k, bugs)
+    pmi_rank = released_rank_lookup(ranks, k, bugs, specials_best)
     lo, hi = masking.SPAN_OFFSETS[k]
+    visit = [0, *[o for o in range(lo, hi + 1) if o != 0]] if bugs else list(range(lo, hi + 1))
     mask, kept_best = torch.zeros(ids.shape, dtype=torch.bool), torch.zeros(ids.shape, dtype=torch.bool)
     for i, row in enumerate(ids):
         allowed = set(torch.where(row >= kmers.NUM_SPECIAL)[0].tolist())
         row = row.tolist()
+        mask_centers = torch.where(centres[i])[0].tolist()
+        if bugs:
+            mask_centers = set(mask_centers)
         masked, segments = set(), []
-        for c in torch.where(centres[i])[0].tolist():
+        for c in mask_centers:
             best_rank, best_index = None, None
-            for p in range(c + lo, c + hi + 1):
+            for p in (c + o for o in visit):
                 if p in allowed:
                     masked.add(p)
                     rank = pmi_rank(row, p)
@@ -119,7 +128,7 @@ def loop_genemask(ids, centres, ranks, k: int = 6, bugs: bool = False) -> tuple[
             segments.append((best_rank, best_index))
         n_kept = math.ceil(len(segments) / 2)
         if n_kept >= masking.MIN_SEGMENTS_TO_SELECT:
-            if not bugs:  # the released CM-GEMS code slices before it sorts
+            if not bugs:
                 segments.sort(key=lambda s: s[0])  # stable: ties keep centre order
             segments = segments[:n_kept]
         for _, b in segments:
@@ -127,6 +136,12 @@ def loop_genemask(ids, centres, ranks, k: int = 6, bugs: bool = False) -> tuple[
             masked.update(p for p in range(b - HALF, b + HALF + 1) if p in allowed)
         mask[i, list(masked)] = True
     return mask, kept_best
+
+
+def at_most(centres: torch.Tensor, n: int = 18) -> torch.Tensor:
+    """The first `n` centres of each row (sets of up to 18 ints iterate in CPython 3.6's order on any
+    CPython; larger ones are covered by test_cpython36_set_order_of_large_sets)."""
+    return centres & (centres.cumsum(dim=1) <= n)
 
 
 def loop_global_pmi(ids, counts, ranks, k: int = 6, bugs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,18 +317,34 @@ def test_dnabert_spans_are_the_clipped_spans_of_the_centres(batch, seed):
 @given(
     batches,
     st.integers(0, 2**31),
-    st.booleans(),
+    st.sampled_from([(False, False), (True, False), (True, True)]),
     st.sampled_from([None, 3, 50]),
     st.sampled_from([0.05, 0.3]),
 )
-def test_genemask_matches_loop_implementation(batch, seed, bugs, n_distinct, p):
+def test_genemask_matches_loop_implementation(batch, seed, bugs_specials, n_distinct, p):
     k, ids = batch
+    bugs, specials_best = bugs_specials
     ranks = random_ranks(k, seed, n_distinct)
-    strategy = build("genemask", k=k, ranks=ranks, reproduce_reference_bugs=bugs)
-    centres = masking.draw_centres(masking.maskable_positions(ids), p, draws(seed, len(ids)))
-    expected_mask, expected_best = loop_genemask(ids, centres, ranks, k, bugs)
+    strategy = build("genemask", k=k, ranks=ranks, reproduce_reference_bugs=bugs, special_positions_best=specials_best)
+    centres = at_most(masking.draw_centres(masking.maskable_positions(ids), p, draws(seed, len(ids))))
+    expected_mask, expected_best = loop_genemask(ids, centres, ranks, k, bugs, specials_best)
     assert torch.equal(kept_best_mask(strategy, ids, centres), expected_best)
     assert torch.equal(strategy.expand(ids, centres), expected_mask)
+
+
+@pytest.mark.parametrize("specials_best", [False, True])
+def test_released_genemask_matches_literal_code_on_full_sequences(specials_best):
+    """GeneMask's rate on 510 k-mers with the GeneMask table's kind of ranks (a permutation): the
+    released behaviour equals the literal re-implementation that builds the Python set, row for row."""
+    ranks = random_ranks(6, 5)
+    strategy = build("genemask", ranks=ranks, reproduce_reference_bugs=True, special_positions_best=specials_best)
+    for seed in range(3):
+        ids = full_batch(64, seed=seed)
+        centres = at_most(masking.draw_centres(masking.maskable_positions(ids), 0.0176, draws(seed, 64)))
+        assert centres.sum(dim=1).max() >= 2 * masking.MIN_SEGMENTS_TO_SELECT  # the half is kept in set order
+        expected_mask, expected_best = loop_genemask(ids, centres, ranks, 6, True, specials_best)
+        assert torch.equal(kept_best_mask(strategy, ids, centres), expected_best)
+        assert torch.equal(strategy.expand(ids, centres), expected_mask)
 
 
 @FAST
@@ -355,18 +386,66 @@ def test_reference_bugs_make_genemask_depend_only_on_position():
     assert not torch.equal(kept_best_mask(correct, a, centres), kept_best_mask(correct, b, centres))
 
 
-def test_reference_bugs_rank_positions_one_to_four_worst():
-    """Even with a table that gives specials rank 0 (GeneMask's defaultdict), positions 0-4 rank worst."""
+@pytest.mark.parametrize("specials_best, expected", [(False, [5]), (True, [3])])
+def test_reference_bugs_rank_positions_one_to_four(specials_best, expected):
+    """Positions 1-4 decode to special tokens: the CM-GEMS code ranks them 4096, the worst, GeneMask's
+    (a defaultdict(int)) 0, the best, whatever the table says of the special ids. A tie within a span
+    keeps the centre (3 among the rank-0 positions 1-4), as the released loop does."""
     ranks = random_ranks(6, 0)
-    ranks[: kmers.NUM_SPECIAL] = 0
+    ranks[: kmers.NUM_SPECIAL] = 7
     ranks[kmers.NUM_SPECIAL] = 1  # position 5 reads as the best-ranked k-mer
-    by_position = masking.RankTable(ranks, kmers.vocab_size(6)).position_ranks(12, torch.device("cpu"))
-    assert (by_position[: kmers.NUM_SPECIAL] == 4**6).all() and by_position[5] == 1
+    table = masking.RankTable(ranks, kmers.vocab_size(6))
+    by_position = table.position_ranks(12, torch.device("cpu"), specials_best)
+    assert (by_position[: kmers.NUM_SPECIAL] == (0 if specials_best else 4**6)).all() and by_position[5] == 1
     ids = make_batch(6, [20], seed=0)
     centres = torch.zeros_like(ids, dtype=torch.bool)
-    centres[0, 3] = True  # span 1..6: positions 1-4 would win with rank 0
-    strategy = build("genemask", ranks=ranks, reproduce_reference_bugs=True)
-    assert np.flatnonzero(kept_best_mask(strategy, ids, centres)[0].numpy()).tolist() == [5]
+    centres[0, 3] = True  # span 1..6
+    strategy = build("genemask", ranks=ranks, reproduce_reference_bugs=True, special_positions_best=specials_best)
+    assert np.flatnonzero(kept_best_mask(strategy, ids, centres)[0].numpy()).tolist() == expected
+
+
+def test_special_positions_best_needs_the_reference_bugs():
+    with pytest.raises(CmgemsError, match="special_positions_best.*reproduce_reference_bugs"):
+        build("genemask", special_positions_best=True)
+
+
+@FAST
+@given(st.lists(st.integers(0, 5000), max_size=40).filter(lambda v: len(set(v)) <= 18))
+def test_cpython36_set_order_of_small_sets(values):
+    """Up to 18 elements CPython 3.6 and the running CPython (>= 3.7) size their tables alike."""
+    assert masking.cpython36_set_order(values) == list(set(values))
+
+
+@pytest.mark.parametrize("values, order", [  # list(set(values)) printed by CPython 3.6.15
+    ([94, 103, 126, 136, 156, 210, 241, 256, 273, 297, 326, 367, 371, 373, 377, 388, 389, 417, 455],
+     [256, 417, 388, 389, 326, 103, 136, 297, 377, 455, 367, 241, 210, 273, 371, 373, 94, 156, 126]),
+    ([39, 106, 112, 159, 170, 182, 213, 240, 266, 270, 279, 316, 353, 361, 364, 373, 375, 386, 397, 426, 444, 474,
+      494],
+     [386, 266, 397, 270, 279, 159, 39, 170, 426, 182, 444, 316, 213, 474, 353, 361, 106, 364, 494, 112, 240, 373,
+      375]),
+    ([10, 21, 30, 64, 72, 76, 103, 105, 109, 110, 116, 118, 163, 167, 168, 170, 177, 179, 200, 209, 211, 213, 214,
+      219, 239, 273, 291, 322, 335, 372, 381, 384, 391, 395, 407, 445, 447, 464, 498, 502],
+     [384, 391, 10, 395, 273, 21, 407, 30, 163, 291, 167, 168, 170, 177, 179, 445, 447, 64, 322, 72, 200, 76, 335,
+      464, 209, 211, 213, 214, 219, 103, 105, 109, 110, 239, 498, 116, 372, 118, 502, 381]),
+])
+def test_cpython36_set_order_of_large_sets(values, order):
+    """From 19 elements on CPython 3.6 (2/3 load) and >= 3.7 (3/5) may differ; the released code ran 3.6."""
+    assert masking.cpython36_set_order(values) == order
+
+
+def test_released_genemask_keeps_spans_all_along_the_sequence():
+    """The first half in set order is spread over the sequence (about half of the kept spans lie in
+    its first half; the first half by position would put ~86% there)."""
+    strategy = build("genemask", ranks=random_ranks(6, 5), reproduce_reference_bugs=True)
+    first = total = 0
+    for seed in range(12):
+        ids = full_batch(64, seed=seed)
+        centres = masking.draw_centres(masking.maskable_positions(ids), 0.0176, draws(seed, 64, 64 * seed))
+        selecting = (centres.sum(dim=1) + 1) // 2 >= masking.MIN_SEGMENTS_TO_SELECT
+        rows, best = strategy.kept_best_positions(ids, *centres.nonzero(as_tuple=True))
+        best = best[selecting[rows]]
+        first, total = first + int((best < 256).sum()), total + len(best)
+    assert total > 1500 and 0.45 < first / total < 0.55
 
 
 # ----------------------------------------------------------------------------------------------

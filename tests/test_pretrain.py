@@ -161,6 +161,51 @@ def test_two_processes_train_the_same_model_as_one(corpus, finished_run, tmp_pat
         assert np.allclose(a, [float(r[key]) for r in two if r[key]], rtol=1e-4), key
 
 
+def test_validation_batches_are_the_same_at_any_process_count():
+    for n, size in ((32, 6), (7, 10), (0, 3), (25, 1)):
+        whole = [b.tolist() for b in pretrain.validation_batches(n, size, distributed.Dist())]
+        assert sum(whole, []) == list(range(n)) and all(len(b) == size for b in whole[:-1])
+        for world in (2, 3, 4):
+            parts = [pretrain.validation_batches(n, size, distributed.Dist(rank=r, world_size=world)) for r in range(world)]
+            assert sorted(b.tolist() for part in parts for b in part) == sorted(whole)
+
+
+def test_perplexity_as_the_mean_of_batch_means(corpus, tmp_path):
+    """eval_batch_means N: exp of the mean over batches of N validation sequences of each batch's mean
+    loss (the released evaluate()), not of the loss over all masked tokens."""
+    s = pretrain.Settings(corpus=str(corpus), out=str(tmp_path / "m"), model="tiny", masking="dnabert", max_steps=5,
+                          sequences_per_step=16, batch_size=8, max_positions=64, eval_sequences=32, eval_batch_means=6,
+                          workers=0)
+    r = pretrain.build(s, distributed.Dist())
+    assert [len(positions) for positions, _ in r.validation] == [6, 6, 6, 6, 6, 2]
+    means, total, masked = [], 0.0, 0
+    with torch.no_grad():
+        for positions, ids in r.validation:
+            batch = mask_ids(ids, positions, r.strategy, r.step, s.seed + pretrain.EVAL_SEED_OFFSET)
+            loss, _ = r.objective(batch["input_ids"], batch["masked_positions"], batch["masked_ids"], batch["padded"])
+            means.append(float(loss) / len(batch["masked_ids"]))
+            total, masked = total + float(loss), masked + len(batch["masked_ids"])
+    row = pretrain.validate(r)
+    assert row["val_loss"] == pytest.approx(np.mean(means), rel=1e-6)
+    assert row["val_ppl"] == pytest.approx(np.exp(np.mean(means)), rel=1e-6)
+    assert row["val_loss"] != pytest.approx(total / masked, rel=1e-6)  # the token mean differs
+    token_loss, _, _ = pretrain.evaluate(r, r.strategy, s.seed + pretrain.EVAL_SEED_OFFSET)
+    assert token_loss == pytest.approx(total / masked, rel=1e-6)
+    with pytest.raises(CmgemsError, match="eval-batch-means"):
+        pretrain.build(pretrain.Settings(**{**s.__dict__, "eval_batch_means": -1}), distributed.Dist())
+
+
+def test_mean_of_batch_means_does_not_depend_on_the_process_count(corpus, tmp_path):
+    """With lr 0 (the same weights), 1 and 2 processes report the same mean of batch means."""
+    rows = {}
+    for n, cmd in ((1, single), (2, torchrun)):
+        out = tmp_path / f"p{n}"
+        result = run(cmd(pretrain_args(corpus, out, steps=5, lr=0, **{"eval-batch-means": 5, "save-every": 100})))
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows[n] = metric_rows(out)[-1]
+    assert float(rows[1]["val_ppl"]) == pytest.approx(float(rows[2]["val_ppl"]), rel=1e-7)
+
+
 def test_layouts_give_every_step_the_same_sequences_and_masks(corpus):
     """Which sequences a step trains on, and their masks, do not depend on processes, micro-batches
     or worker processes."""

@@ -60,11 +60,19 @@ def _fewshot(root: Path, method, dataset: str, shots: int, seed: int, rng) -> No
     _write(base / dataset / str(shots) / f"seed{seed}" / "metrics.json", doc)
 
 
-def _pretraining(root: Path, masking: str, switch_step, phases: list[str]) -> None:
+def ref_ppl(steps: np.ndarray) -> np.ndarray:
+    """The reference perplexity of the fake runs at each step (NaN off the evaluation steps)."""
+    return np.where(steps % 200 == 0, 50.0 - steps / 50, np.nan)
+
+
+def _pretraining(root: Path, masking: str, switch_step, phases: list[str], reference: bool = False) -> None:
+    """A finished run; with `reference` its metrics.csv and summary.json hold the reference masking's
+    perplexity (`ref_ppl`), else they are as written before it was logged."""
     run = root / "hg38" / "models" / "bert_base" / masking / "1000"
     run.mkdir(parents=True)
     steps = np.arange(50, 1001, 50)
     val = np.where(steps % 200 == 0, 30.0 - steps / 100, np.nan)
+    reference_columns = {"ref_val_loss": np.log(ref_ppl(steps)), "ref_val_ppl": ref_ppl(steps)} if reference else {}
     pd.DataFrame(
         {
             "step": steps,
@@ -74,6 +82,7 @@ def _pretraining(root: Path, masking: str, switch_step, phases: list[str]) -> No
             "val_loss": np.log(val),
             "val_ppl": val,
             "val_masked_acc": np.where(np.isnan(val), np.nan, 0.2),
+            **reference_columns,
             "phase": np.where(steps < (switch_step or 10**9), phases[0], phases[-1]),
             "tokens_per_s": 1e4,
         }
@@ -86,6 +95,7 @@ def _pretraining(root: Path, masking: str, switch_step, phases: list[str]) -> No
         "steps": 1000,
         "final_loss": 5.5,
         "final_val_ppl": 20.0,
+        **({"final_ref_val_ppl": float(ref_ppl(np.array([1000]))[0])} if reference else {}),
         "switch_step": switch_step,
         "tokens_per_s": 12345.6,
         "train_seconds": 60.0,
@@ -162,7 +172,7 @@ def tree(tmp_path_factory) -> Path:
                     _fewshot(root, method, dataset, shots, seed, rng)
             _fewshot(root, baseline, dataset, shots, 0, rng)
     _pretraining(root, "genemask", None, ["genemask"])
-    _pretraining(root, "cm_gems", 400, ["genemask", "global_pmi"])
+    _pretraining(root, "cm_gems", 400, ["genemask", "global_pmi"], reference=True)
     _pmi(root)
     _corpus(root)
     _write(root / "hg38" / "other" / "metrics.json", {"kind": "something_else"})
@@ -312,6 +322,46 @@ def test_pretraining_table(tree):
     assert pd.isna(table.loc["genemask", "switch_step"])
     assert table.loc["cm_gems", "switch_step"] == 400
     assert table.loc["cm_gems", "final_val_ppl"] == 20.0 and table.loc["cm_gems", "tokens_per_s"] == 12345.6
+    assert table.loc["cm_gems", "final_ref_val_ppl"] == pytest.approx(ref_ppl(np.array([1000]))[0])
+    assert pd.isna(table.loc["genemask", "final_ref_val_ppl"])  # a summary written before it was logged
+
+
+def _curves(ax) -> dict[str, tuple[list, list]]:
+    """{legend label: (x, y)} of the data lines of a panel (not the switch marks)."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines
+            if not line.get_label().startswith("_") and len(line.get_xdata())}
+
+
+def _switch_marks(ax) -> list[float]:
+    return [float(line.get_xdata()[0]) for line in ax.lines if line.get_linestyle() == ":"]
+
+
+def test_pretraining_figure_shows_the_reference_perplexity_beside_each_runs_own(tree, caplog):
+    runs = report.read_pretraining_curves(tree)
+    with caplog.at_level("WARNING"):
+        fig = report.pretraining_curves_figure(runs)
+    reference, own, loss = fig.axes
+    assert "reference" in reference.get_title().lower() and "own" in own.get_title().lower()
+    steps = list(range(200, 1001, 200))
+    assert _curves(reference) == {"cm_gems bert_base 1K": (steps, pytest.approx(ref_ppl(np.array(steps)).tolist()))}
+    assert set(_curves(own)) == set(_curves(loss)) == {"genemask bert_base 1K", "cm_gems bert_base 1K"}
+    assert _curves(own)["genemask bert_base 1K"] == (steps, pytest.approx([30.0 - s / 100 for s in steps]))
+    assert [_switch_marks(ax) for ax in (reference, own, loss)] == [[400.0]] * 3  # cm_gems's switch
+    notes = " ".join(t.get_text() for t in reference.texts)
+    assert "no reference perplexity" in notes and "genemask bert_base 1K" in notes and "cm_gems" not in notes
+    assert "genemask bert_base 1K" in caplog.text
+    report._pyplot().close(fig)
+
+
+def test_pretraining_figure_of_runs_without_reference_columns(tmp_path):
+    _pretraining(tmp_path, "genemask", None, ["genemask"])
+    _pretraining(tmp_path, "cm_gems", 400, ["genemask", "global_pmi"])
+    paths = report.plot_pretraining_curves(tmp_path, tmp_path / "curves")
+    _assert_png_ok(paths[0])
+    fig = report.pretraining_curves_figure(report.read_pretraining_curves(tmp_path))
+    assert _curves(fig.axes[0]) == {} and len(_curves(fig.axes[1])) == 2
+    assert "cm_gems bert_base 1K" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    report._pyplot().close(fig)
 
 
 def test_switch_step_from_phases_of_unfinished_run(tree):

@@ -4,7 +4,8 @@ Chunking (`chunk_contig`), per segment of a contig (a splice_n contig is one seg
 GeneMask's per-chromosome scheme): skip a random offset in [0, 1000), then cut consecutive,
 non-overlapping chunks; each is full length (max_tokens + k - 1 bp, i.e. max_tokens k-mers, which
 with [CLS]/[SEP] fill max_tokens + 2 positions) with probability full_length_prob, else uniform in
-[min_tokens + k - 1, max_tokens + k - 1] bp. A final piece that does not fit is kept at its own
+[min_tokens + k - 1, random_max_tokens + k - 1] bp (random_max_tokens 0: max_tokens; GeneMask's
+notebook: 511 bp or 6..510 bp, i.e. max_tokens 506, min_tokens 1, random_max_tokens 505). A final piece that does not fit is kept at its own
 length if it is at least min_tokens + k - 1 bp, else dropped. The random stream is seeded from
 (seed, blake2b(contig name)), so a contig's chunks depend on nothing else.
 
@@ -132,18 +133,20 @@ def contig_rng(seed: int, contig: str) -> np.random.Generator:
     return np.random.default_rng([seed, stable_hash(contig.encode())])
 
 
-def chunk_lengths(rng: np.random.Generator, available: int, lo: int, hi: int, p_full: float) -> np.ndarray:
+def chunk_lengths(rng: np.random.Generator, available: int, lo: int, hi: int, p_full: float,
+                  random_hi: int | None = None) -> np.ndarray:
     """Lengths (bp, int64) of consecutive chunks filling at most `available` bp.
 
-    Each is `hi` with probability p_full, else uniform in [lo, hi]; the last, truncated to what is
-    left, is kept if at least `lo` bp.
+    Each is `hi` with probability p_full, else uniform in [lo, random_hi] (default `hi`); the last,
+    truncated to what is left, is kept if at least `lo` bp.
     """
-    mean = p_full * hi + (1 - p_full) * (lo + hi) / 2
+    random_hi = hi if random_hi is None else random_hi
+    mean = p_full * hi + (1 - p_full) * (lo + random_hi) / 2
     parts, total = [], 0
     while total < available:
         n = int((available - total) / mean * 1.05) + 8
         full = rng.random(n) < p_full
-        drawn = np.where(full, hi, rng.integers(lo, hi + 1, n))
+        drawn = np.where(full, hi, rng.integers(lo, random_hi + 1, n))
         parts.append(drawn)
         total += int(drawn.sum())
     lengths = np.concatenate(parts) if parts else np.empty(0, np.int64)
@@ -162,13 +165,16 @@ def chunk_table(
     min_tokens: int,
     full_length_prob: float,
     seed: int,
+    random_max_tokens: int = 0,
 ) -> pa.Table:
-    """Chunks (CHUNK_SCHEMA) of a contig's segments table (columns start, sequence)."""
+    """Chunks (CHUNK_SCHEMA) of a contig's segments table (columns start, sequence); random_max_tokens 0
+    is max_tokens."""
+    random_max_tokens = random_max_tokens or max_tokens
     lo, hi = min_tokens + k - 1, max_tokens + k - 1
-    if not (1 <= min_tokens <= max_tokens) or not (0.0 <= full_length_prob <= 1.0):
+    if not (1 <= min_tokens <= random_max_tokens <= max_tokens) or not (0.0 <= full_length_prob <= 1.0):
         raise CmgemsError(
-            f"need 1 <= min_tokens <= max_tokens and 0 <= full_length_prob <= 1, got "
-            f"{min_tokens}, {max_tokens}, {full_length_prob}"
+            f"need 1 <= min_tokens <= random_max_tokens <= max_tokens and 0 <= full_length_prob <= 1, got "
+            f"{min_tokens}, {random_max_tokens}, {max_tokens}, {full_length_prob}"
         )
     rng = contig_rng(seed, contig)
     data, offsets = binary_buffers(segments.column("sequence").combine_chunks())
@@ -178,7 +184,7 @@ def chunk_table(
         skip = int(rng.integers(0, MAX_OFFSET))
         if b - a - skip < lo:
             continue
-        seg_lengths = chunk_lengths(rng, b - a - skip, lo, hi, full_length_prob)
+        seg_lengths = chunk_lengths(rng, b - a - skip, lo, hi, full_length_prob, random_max_tokens + k - 1)
         used = int(seg_lengths.sum())
         pieces.append(data[a + skip : a + skip + used])
         lengths.append(seg_lengths)
@@ -207,6 +213,7 @@ def chunk_contig(
     min_tokens: int = 5,
     full_length_prob: float = 0.5,
     seed: int = 12345,
+    random_max_tokens: int = 0,
 ) -> int:
     """Chunk one `contigs/{contig}.parquet` into `out` (CHUNK_SCHEMA, atomically); return the chunk count.
 
@@ -215,12 +222,13 @@ def chunk_contig(
     segments = read_parquet(contig_parquet, ["contig", "start", "sequence"])
     meta = table_meta(segments)
     contig = contig_name(segments, contig_parquet)
-    chunks = chunk_table(segments, contig, k, max_tokens, min_tokens, full_length_prob, seed)
+    chunks = chunk_table(segments, contig, k, max_tokens, min_tokens, full_length_prob, seed, random_max_tokens)
     params = {
         "contig": contig,
         "k": k,
         "max_tokens": max_tokens,
         "min_tokens": min_tokens,
+        "random_max_tokens": random_max_tokens or max_tokens,
         "full_length_prob": full_length_prob,
         "seed": seed,
         "splice_n": meta.get("splice_n", "false"),
@@ -468,11 +476,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     ch.add_argument("--k", type=int, default=6)
     ch.add_argument("--max-tokens", type=int, default=510, help="k-mers in a full-length chunk")
     ch.add_argument("--min-tokens", type=int, default=5, help="k-mers in the shortest chunk")
+    ch.add_argument("--random-max-tokens", type=int, default=0,
+                    help="k-mers in the longest chunk of random length (0: --max-tokens)")
     ch.add_argument("--full-length-prob", type=float, default=0.5)
     ch.add_argument("--seed", type=int, default=12345)
     ch.set_defaults(
         func=lambda a: chunk_contig(
-            a.contig_parquet, a.out, a.k, a.max_tokens, a.min_tokens, a.full_length_prob, a.seed
+            a.contig_parquet, a.out, a.k, a.max_tokens, a.min_tokens, a.full_length_prob, a.seed, a.random_max_tokens
         )
     )
     fin = sub.add_parser("finalize", help="deduplicate chunks and split them into train / validation")

@@ -19,14 +19,18 @@ A new strategy is one small class decorated with `@register("name")`: subclass `
 that composes others: it picks one per step or per sequence in `choose` and names it in `phase`.
 
 PMI ranks: `token_ranks[id]` is the PMI rank of token `id` (1 = highest PMI); specials and unranked
-k-mers rank last. Ties between equal ranks always go to the lower position.
+k-mers rank last. Ties between equal ranks go to the lower position (but see the released code below).
 
 `reproduce_reference_bugs` (genemask, global_pmi, cm_gems, cm_step) reproduces the authors' released
-code instead of the method as described: (a) the rank is looked up for the position *index* as if it
-were a token id (`ranks[position]` instead of `ranks[token]`), so the choice depends only on where a
-centre falls, not on the sequence; positions 1-4 decode to special tokens and get the worst rank (the
-CM-GEMS code maps rank 0 and unknown k-mers to the last rank); (b) genemask keeps the first half of the
-spans by centre position instead of the best half by rank (it slices before it sorts).
+code (GeneMask's Code-B_run_pretrain_pmi.py, CM-GEMS's src/pretraining-adaptive/*.py) instead of the
+method as described: (a) the rank is looked up for the position *index* as if it were a token id
+(`ranks[position]` instead of `ranks[token]`), so the choice depends only on where a centre falls, not
+on the sequence; positions 1-4 decode to special tokens and rank worst (4096: the CM-GEMS code maps
+rank 0 and unknown k-mers to 4096), or best with genemask's `special_positions_best` (rank 0: GeneMask's
+code reads a defaultdict(int)); (b) genemask keeps the first half of the spans in the iteration order
+of the Python set of centres instead of the best half by rank (it slices before it sorts; CPython 3.6's
+set order, `cpython36_set_order`, a per-row Python step); and a tie within a span keeps the centre,
+then c-2, c-1, c+1, ... instead of the lower position. config/README.md lists every difference.
 """
 
 from __future__ import annotations
@@ -216,13 +220,12 @@ def bert_corrupt(
 
 
 # ----------------------------------------------------------------------------------------------
-# PMI ranks as sort keys.
+# PMI ranks, and the iteration order of the released code's Python sets.
 
 
 class RankTable:
-    """PMI ranks turned into per-position sort keys: key = rank * L + position, so the smallest key is
-    the best rank and ties go to the lower position. Non-maskable positions get keys above every
-    maskable one. Device copies are cached."""
+    """PMI ranks of tokens, or of positions (the released code's lookup), as int32 tensors. Device
+    copies are cached."""
 
     def __init__(self, token_ranks, vocab_size: int):
         # torch, not numpy: the trainer may pass a tensor on any device
@@ -231,9 +234,9 @@ class RankTable:
             raise CmgemsError(f"token_ranks has {ranks.numel()} entries, expected vocab_size = {vocab_size}")
         if ranks.min() < 0 or ranks.max() >= 2**20:
             raise CmgemsError(f"token_ranks must lie in [0, 2**20), got {int(ranks.min())}..{int(ranks.max())}")
-        ranks = ranks.to(torch.int32)  # keys rank * L + position fit int32 for L < 2048
-        self.token_ranks = ranks
-        self.worst = int(ranks.max())
+        self.token_ranks = ranks.to(torch.int32)  # keys rank * L + position fit int32 for L < 2048
+        self.n_kmers = vocab_size - kmers.NUM_SPECIAL
+        self.excluded = max(int(ranks.max()), self.n_kmers) + 1  # the rank of non-maskable positions: after all
         self._on_device: dict[torch.device, torch.Tensor] = {}
 
     def ranks_on(self, device: torch.device) -> torch.Tensor:
@@ -241,35 +244,91 @@ class RankTable:
             self._on_device[device] = self.token_ranks.to(device)
         return self._on_device[device]
 
-    def position_ranks(self, length: int, device: torch.device) -> torch.Tensor:
-        """(L,) the released code's rank of position p: ranks[p] read as a token id; positions that
-        decode to a special token (or past the vocabulary) rank worst."""
-        out = torch.full((length,), self.worst, dtype=torch.int32, device=device)
+    def position_ranks(self, length: int, device: torch.device, specials_best: bool = False) -> torch.Tensor:
+        """int32 (L,): the released code's rank of position p, ranks[p] (the index read as a token id).
+        Positions 1-4 decode to special tokens, absent from the rank table: rank 0, the best, when
+        `specials_best` (GeneMask's Code-B looks ranks up in a defaultdict(int)), else the number of
+        k-mers, 4096 for k = 6 (the CM-GEMS code maps rank 0 and unknown k-mers to 4096); so do
+        positions past the vocabulary."""
+        out = torch.full((length,), self.n_kmers, dtype=torch.int32, device=device)
         n = min(length, self.token_ranks.numel())
         out[:n] = self.ranks_on(device)[:n]
-        out[: kmers.NUM_SPECIAL] = self.worst
+        out[: kmers.NUM_SPECIAL] = 0 if specials_best else self.n_kmers
         return out
 
-    def keys_at(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, by_position: bool = False) -> torch.Tensor:
-        """int32 sort keys of `tokens` standing at `positions` (int64, same shape) of sequences of
-        `length` tokens; `by_position` ranks positions, not tokens (reproduce_reference_bugs)."""
-        if self.excluded_key(length) >= 2**31:
+    def check_length(self, length: int) -> None:
+        """Sort keys rank * length + position must fit int32."""
+        if (self.excluded + 1) * length >= 2**31:
             raise CmgemsError(f"sequences of {length} tokens are too long for PMI sort keys")
+
+    def ranks_at(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, by_position: bool = False,
+                 specials_best: bool = False) -> torch.Tensor:
+        """int32 ranks of `tokens` standing at `positions` (int64, same shape) of sequences of `length`
+        tokens; `by_position` ranks the positions instead (reproduce_reference_bugs; `specials_best` as
+        in `position_ranks`). Non-maskable tokens get `excluded`, after every maskable one."""
+        self.check_length(length)
         if by_position:
-            ranks = self.position_ranks(length, tokens.device).take(positions)
+            ranks = self.position_ranks(length, tokens.device, specials_best).take(positions)
         else:
             ranks = self.ranks_on(tokens.device).take(tokens)
-        return torch.where(tokens >= kmers.NUM_SPECIAL, ranks * length + positions.to(torch.int32), self.excluded_key(length))
+        return torch.where(tokens >= kmers.NUM_SPECIAL, ranks, self.excluded)
 
     def keys(self, input_ids: torch.Tensor, by_position: bool = False) -> torch.Tensor:
-        """int32 (B, L) sort keys of every position of a batch."""
+        """int32 (B, L) sort keys rank * L + position of every position of a batch: the smallest key is
+        the best rank, ties go to the lower position, non-maskable positions come last."""
         length = input_ids.shape[1]
         positions = torch.arange(length, device=input_ids.device).expand_as(input_ids)
-        return self.keys_at(input_ids, positions, length, by_position)
+        return self.ranks_at(input_ids, positions, length, by_position) * length + positions.to(torch.int32)
 
-    def excluded_key(self, length: int) -> int:
-        """A key above every maskable position's key."""
-        return (self.worst + 2) * length
+
+SET_MIN_SIZE, SET_LINEAR_PROBES, SET_PERTURB_SHIFT = 8, 9, 5  # CPython 3.6's Objects/setobject.c
+
+
+def _set_place(table: list, value: int) -> bool:
+    """Put `value` in an open-addressing table as CPython's set does (slot hash & mask, the next 9
+    slots while they fit, then the perturbed jump); False when it is already there."""
+    mask, perturb = len(table) - 1, value
+    i = value & mask
+    while True:
+        for j in range(i, i + SET_LINEAR_PROBES + 1 if i + SET_LINEAR_PROBES <= mask else i + 1):
+            if table[j] is None or table[j] == value:
+                new, table[j] = table[j] is None, value
+                return new
+        perturb >>= SET_PERTURB_SHIFT
+        i = (i * 5 + 1 + perturb) & mask
+
+
+def cpython36_set_order(values: list[int]) -> list[int]:
+    """The iteration order of `set(values)` under CPython 3.6, which ran the released code (Python
+    3.6.13 in CM-GEMS's environment file), for ints >= 0 (whose hash is the int itself): a table of 8
+    slots, resized to the smallest power of two above 4 x the entries once 2/3 full. CPython >= 3.7
+    resizes at 3/5, so sets of 19 or more positions iterate in another order there."""
+    table, used = [None] * SET_MIN_SIZE, 0
+    for value in values:
+        if _set_place(table, value):
+            used += 1
+            if used * 3 >= (len(table) - 1) * 2:
+                size = SET_MIN_SIZE
+                while size <= used * 4:
+                    size <<= 1
+                old, table = table, [None] * size
+                for kept in old:
+                    if kept is not None:
+                        _set_place(table, kept)
+    return [value for value in table if value is not None]
+
+
+def set_iteration_index(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """int64 (C,): each centre's index in the iteration order of its row's centres as a Python set
+    (`cpython36_set_order` of the row's positions in ascending order, as `torch.where(...).tolist()`
+    gives them to the released code). rows, cols: int64 (C,), row-major. A Python step per row."""
+    index, start, flat = [], 0, cols.tolist()
+    for n in torch.bincount(rows).tolist() if rows.numel() else []:
+        row = flat[start : start + n]
+        where = {p: i for i, p in enumerate(cpython36_set_order(row))}
+        index += [where[p] for p in row]
+        start += n
+    return torch.tensor(index, dtype=torch.int64, device=cols.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,11 +427,27 @@ class PmiStrategy(CentreStrategy):
 
 @register("genemask")
 class GeneMask(PmiStrategy):
-    """GeneMask: each centre masks its DNABERT span; the best-PMI position of each span is found;
-    when ceil(#centres / 2) >= 5 only the best half of the spans (by that rank) is kept, else all;
-    each kept span also masks best-5 .. best+5."""
+    """GeneMask: each centre masks its DNABERT span; the best-PMI position of each span is found (ties:
+    the lower position); when ceil(#centres / 2) >= 5 only the best half of the spans (by that rank,
+    ties by position) is kept, else all; each kept span also masks best-5 .. best+5.
 
-    DEFAULTS = {"centre_probability": 0.0176, "reproduce_reference_bugs": False}
+    With reproduce_reference_bugs, as the released code: positions are ranked instead of tokens
+    (`RankTable.position_ranks`; `special_positions_best` gives positions 1-4 rank 0, as GeneMask's
+    Code-B, else 4096, as the CM-GEMS code); a tie within a span keeps the centre, then c-2, c-1,
+    c+1, ... (the first strictly better rank in that order wins); and the half kept is the first half
+    of the spans in the iteration order of the Python set of centres (the code slices, then sorts)."""
+
+    DEFAULTS = {"centre_probability": 0.0176, "reproduce_reference_bugs": False, "special_positions_best": False}
+
+    def __init__(self, k, vocab_size, ranks=None, options=None, max_steps=0):
+        super().__init__(k, vocab_size, ranks, options, max_steps)
+        if self.options["special_positions_best"] and not self.by_position:
+            raise CmgemsError(f"masking {self.name!r}: option 'special_positions_best' applies only with "
+                              f"reproduce_reference_bugs: true")
+        lo, hi = SPAN_OFFSETS[self.k]
+        offsets = list(range(lo, hi + 1))
+        visit = [0] + [o for o in offsets if o != 0] if self.by_position else offsets  # tie order within a span
+        self.tie_order = torch.tensor([visit.index(o) for o in offsets], dtype=torch.int32)
 
     def kept_best_positions(self, input_ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
         """(rows, positions), int64 (N,) each: the best-PMI position of every kept span, given the
@@ -381,14 +456,16 @@ class GeneMask(PmiStrategy):
         lo, hi = SPAN_OFFSETS[self.k]  # each centre's span, clipped (a clipped index repeats an edge inside it)
         span = (cols.unsqueeze(1) + torch.arange(lo, hi + 1, device=cols.device)).clamp_(0, length - 1)
         tokens = input_ids.take(rows.unsqueeze(1) * length + span)
-        centre_key = self.ranks.keys_at(tokens, span, length, self.by_position).amin(dim=1)
+        ranks = self.ranks.ranks_at(tokens, span, length, self.by_position, self.options["special_positions_best"])
+        best = (ranks * span.shape[1] + self.tie_order.to(ranks.device)).argmin(dim=1, keepdim=True)
+        best_rank, best_position = ranks.gather(1, best).squeeze(1), span.gather(1, best).squeeze(1)
         n_centres = torch.bincount(rows, minlength=n_rows)
         half = (n_centres + 1) // 2
         n_kept = torch.where(half >= MIN_SEGMENTS_TO_SELECT, half, n_centres)
-        # the best half by rank (ties by position); with the reference bugs the first half by position
-        sort_key = None if self.options["reproduce_reference_bugs"] else centre_key
-        kept = smallest_per_row(rows, sort_key, n_centres, n_kept)
-        return rows.index_select(0, kept), (centre_key.index_select(0, kept) % length).long()
+        # the best half by rank (ties by position); with the reference bugs the first half in set order
+        order = set_iteration_index(rows, cols) if self.by_position else best_rank.long() * length + best_position
+        kept = smallest_per_row(rows, order, n_centres, n_kept)
+        return rows.index_select(0, kept), best_position.index_select(0, kept)
 
     def expand(self, input_ids, centres):
         rows, cols = centres.nonzero(as_tuple=True)  # row-major: sorted by row, then position

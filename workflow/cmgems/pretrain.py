@@ -78,6 +78,7 @@ class Settings:
     clip: float = 1.0
     eval_every: int = 0  # 0 = max_steps // 20
     eval_sequences: int = 2000
+    eval_batch_means: int = 0  # 0: perplexity over all masked tokens; N: mean of the means of batches of N sequences
     log_every: int = 10
     save_every: int = 1000
     keep_checkpoints: int = 2
@@ -218,6 +219,8 @@ def build(s: Settings, dist: Dist) -> Run:
     vocab = kmers.vocab_size(kmers.check_k(s.k))
     if s.max_steps < 1 or s.log_every < 1 or s.save_every < 1:
         raise CmgemsError("--max-steps, --log-every and --save-every must be >= 1")
+    if s.eval_batch_means < 0:
+        raise CmgemsError(f"--eval-batch-means must be >= 0, got {s.eval_batch_means}")
     layout = StepLayout(s.sequences_per_step, s.batch_size, dist.world_size, dist.rank)
     corpus = TrainingSequences(s.corpus)
     ranks = token_ranks(s)
@@ -225,9 +228,8 @@ def build(s: Settings, dist: Dist) -> Run:
                              options=s.masking_options)
     reference = masking.build(REFERENCE_MASKING, k=s.k, vocab_size=vocab)
     sample = validation_sample(s.corpus, s.eval_sequences, s.seed)
-    mine = np.arange(len(sample))[dist.rank :: dist.world_size]
     validation = [(part, torch.from_numpy(kmers.encode_batch([sample[i] for i in part], s.k, s.max_positions)))
-                  for part in np.array_split(mine, max(1, math.ceil(len(mine) / s.batch_size))) if len(part)]
+                  for part in validation_batches(len(sample), s.eval_batch_means or s.batch_size, dist)]
 
     torch.manual_seed(s.seed)  # the same initial weights in every process
     model = models.masked_lm(models.bert_config(s.model, vocab, s.max_positions), s.init_from).to(dist.device)
@@ -249,6 +251,13 @@ def build(s: Settings, dist: Dist) -> Run:
     return Run(s, dist, model, objective, trainer, optimizer, scheduler, strategy, reference, corpus, layout,
                validation, run_identity(s, corpus, ranks), Checkpoints(Path(s.out) / "checkpoint", s.keep_checkpoints),
                peak, meter=Meter(dist.device))
+
+
+def validation_batches(n: int, size: int, dist: Dist) -> list[np.ndarray]:
+    """This process's validation batches (int64 arrays of sample positions): 0..n-1 cut into
+    consecutive batches of `size` >= 1, batch j going to process j mod world_size. The batches do not
+    depend on the process count, so neither does a mean of batch means."""
+    return [np.arange(a, min(a + size, n)) for a in range(0, n, size)][dist.rank :: dist.world_size]
 
 
 def resume(run: Run) -> None:
@@ -342,27 +351,35 @@ def interval_metrics(run: Run) -> dict:
 
 
 @torch.no_grad()
-def evaluate(run: Run, strategy: masking.Strategy, seed: int) -> tuple[float, float, float]:
-    """(loss, perplexity, masked-token accuracy) of the validation sample masked by `strategy` at the
-    current step, masks drawn from (seed, sample position): the same draws in every evaluation."""
+def evaluate(run: Run, strategy: masking.Strategy, seed: int, batch_means: bool = False) -> tuple[float, float, float]:
+    """(loss, perplexity = exp(loss), masked-token accuracy) of the validation sample masked by `strategy`
+    at the current step, masks drawn from (seed, sample position): the same draws in every evaluation.
+    The loss (nats) is summed over all masked tokens / their count, or with `batch_means` the mean
+    over the validation batches of each batch's mean (batches without a masked token left out), as the
+    released evaluate() does."""
     device = run.dist.device
     run.objective.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, sum of batch means
+    masked = batches = 0  # masked tokens, batches with any
     for positions, ids in run.validation:
         batch = mask_ids(ids, positions, strategy, run.step, seed)
         with models.autocast(device):
             loss, correct = run.objective(*(batch[key].to(device) for key in ("input_ids", "masked_positions", "masked_ids")),
                                           padded=batch["padded"])
-        sums += torch.stack([loss.double(), correct.double(), torch.tensor(len(batch["masked_ids"]), dtype=torch.float64, device=device)])
+        n = len(batch["masked_ids"])
+        sums += torch.stack([loss.double(), correct.double(), loss.double() / max(n, 1)])
+        masked, batches = masked + n, batches + (n > 0)
     run.objective.train()
-    loss_sum, correct, masked = distributed.sum_across(sums, run.dist).tolist()
-    loss = loss_sum / max(masked, 1)
+    counts = torch.tensor([masked, batches], dtype=torch.float64).to(device)
+    loss_sum, correct, mean_sum, masked, batches = distributed.sum_across(torch.cat([sums, counts]), run.dist).tolist()
+    loss = mean_sum / max(batches, 1) if batch_means else loss_sum / max(masked, 1)
     return loss, math.exp(min(loss, 50.0)), correct / max(masked, 1)
 
 
 def validate(run: Run) -> dict:
-    """Validation under the run's own strategy (which a curriculum observes) and the reference masking."""
-    loss, ppl, accuracy = evaluate(run, run.strategy, run.s.seed + EVAL_SEED_OFFSET)
+    """Validation under the run's own strategy (which a curriculum observes; `eval_batch_means` as the
+    released code) and the reference masking (always over all masked tokens: comparable across runs)."""
+    loss, ppl, accuracy = evaluate(run, run.strategy, run.s.seed + EVAL_SEED_OFFSET, bool(run.s.eval_batch_means))
     ref_loss, ref_ppl, _ = evaluate(run, run.reference, REFERENCE_SEED)
     run.strategy.observe_validation(run.step, ppl)
     if run.strategy.switch_step == run.step and run.dist.main:
@@ -575,9 +592,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     helps = {"sequences_per_step": "sequences per optimizer step, at any process count",
              "batch_size": "micro-batch: sequences per process per forward/backward pass",
              "workers": "data-loader processes per training process (-1: from the CPUs available)",
-             "gpus": "GPUs the job requested: none visible is an error"}
+             "gpus": "GPUs the job requested: none visible is an error",
+             "eval_batch_means": "validation perplexity over all masked tokens (0) or as the mean of the means of "
+                                 "batches of N sequences (the released code: 6)"}
     for name in ("k", "max_positions", "max_steps", "sequences_per_step", "batch_size", "warmup_steps", "eval_every",
-                 "eval_sequences", "log_every", "save_every", "keep_checkpoints", "seed", "threads", "workers", "gpus"):
+                 "eval_sequences", "eval_batch_means", "log_every", "save_every", "keep_checkpoints", "seed", "threads",
+                 "workers", "gpus"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=helps.get(name))
     for name in ("lr", "weight_decay", "eps", "clip", "peak_tflops"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))

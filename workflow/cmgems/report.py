@@ -242,13 +242,15 @@ def _run_identity(run_dir: Path) -> dict:
     return {"genome": genome, "model": model, "masking": masking, "steps": int(steps) if steps.isdigit() else steps}
 
 
-PRETRAINING_COLUMNS = [*METHOD_KEYS, "final_loss", "final_val_ppl", "switch_step", "tokens_per_s", "train_seconds",
-                       "parameters"]
+PRETRAINING_COLUMNS = [*METHOD_KEYS, "final_loss", "final_val_ppl", "final_ref_val_ppl", "switch_step", "tokens_per_s",
+                       "train_seconds", "parameters"]
 
 
 def pretraining_table(results_root: str | Path) -> pd.DataFrame:
     """One row per finished pretraining run (a summary.json): final training loss, final validation
-    perplexity, curriculum switch step (blank if none), training tokens per second, seconds, parameters."""
+    perplexity under the run's own masking and under the reference masking (blank for runs written
+    before it was logged), curriculum switch step (blank if none), training tokens per second, seconds,
+    parameters."""
     rows = []
     for run_dir in _pretraining_dirs(Path(results_root)):
         path = run_dir / "summary.json"
@@ -260,7 +262,7 @@ def pretraining_table(results_root: str | Path) -> pd.DataFrame:
         row.update({k: doc.get(k) for k in PRETRAINING_COLUMNS[4:]})
         rows.append(row)
     table = pd.DataFrame(rows, columns=PRETRAINING_COLUMNS)
-    for col in ("final_loss", "final_val_ppl", "tokens_per_s", "train_seconds"):
+    for col in ("final_loss", "final_val_ppl", "final_ref_val_ppl", "tokens_per_s", "train_seconds"):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
     for col in ("switch_step", "parameters", "steps"):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
@@ -556,34 +558,66 @@ def _single_phase_change(metrics: pd.DataFrame) -> int | None:
     return int(metrics["step"].iloc[changes[0]]) if len(changes) == 1 else None
 
 
-def plot_pretraining_curves(results_root: str | Path, stem: str | Path) -> list[Path]:
-    """Training loss and validation perplexity against step, one line per run; a dotted vertical line
-    of the run's colour marks its curriculum switch step."""
-    runs = read_pretraining_curves(results_root)
-    if not runs:
-        return no_data_figure(stem, "Pretraining curves", "no pretraining metrics.csv found")
+def _validation(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
+    """(step, value) of the evaluation rows holding `column` (none when the column is absent)."""
+    if column not in metrics:
+        return pd.DataFrame({"step": [], column: []})
+    values = metrics.assign(**{column: pd.to_numeric(metrics[column], errors="coerce")})
+    return values.dropna(subset=[column])[["step", column]]
+
+
+def pretraining_curves_figure(runs: list[dict]):
+    """The pretraining figure of `read_pretraining_curves` runs, three panels against the optimizer
+    step: validation perplexity under the reference masking (random 15%, the same masks in every run:
+    comparable across strategies), under each run's own masking (what a curriculum's switch reads),
+    and the training loss. A dotted vertical line of a run's colour marks its curriculum switch.
+    Runs without reference columns (written before they were logged) are named on the first panel."""
     plt = _pyplot()
     several = len({r["genome"] for r in runs}) > 1
     labels = [method_label(r["genome"], r["model"], r["masking"], r["steps"], several) for r in runs]
     colour = _colours(labels)
-    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_ref, ax_own, ax_loss) = plt.subplots(1, 3, figsize=(17, 4.5))
+    without_reference, plotted = [], {ax_ref: False, ax_own: False}
     for run, label in zip(runs, labels):
-        m = run["metrics"]
-        ax_loss.plot(m["step"], pd.to_numeric(m["loss"], errors="coerce"), lw=1, color=colour[label], label=label)
-        val = m.assign(val_ppl=pd.to_numeric(m["val_ppl"], errors="coerce")).dropna(subset=["val_ppl"])
-        ax_ppl.plot(val["step"], val["val_ppl"], marker="o", ms=3, color=colour[label], label=label)
+        m, c = run["metrics"], colour[label]
+        for ax, column in ((ax_ref, "ref_val_ppl"), (ax_own, "val_ppl")):
+            values = _validation(m, column)
+            ax.plot(values["step"], values[column], marker="o", ms=3, color=c, label=label)
+            plotted[ax] |= not values.empty
+            if column == "ref_val_ppl" and values.empty:
+                without_reference.append(label)
+        ax_loss.plot(m["step"], pd.to_numeric(m["loss"], errors="coerce"), lw=1, color=c, label=label)
         if run["switch_step"] is not None:
-            for ax in (ax_loss, ax_ppl):
-                ax.axvline(run["switch_step"], color=colour[label], ls=":", lw=1.5)
-            ax_ppl.annotate(f"switch {run['switch_step']}", (run["switch_step"], 1), xycoords=("data", "axes fraction"),
-                            rotation=90, va="top", ha="right", fontsize=7, color=colour[label])
-    ax_loss.set(xlabel="step", ylabel="training MLM loss (nats)", title="Training loss")
-    ax_ppl.set(xlabel="step", ylabel="validation perplexity (log scale)", title="Validation perplexity", yscale="log")
-    for ax in (ax_loss, ax_ppl):
+            for ax in (ax_ref, ax_own, ax_loss):
+                ax.axvline(run["switch_step"], color=c, ls=":", lw=1.5)
+            for ax in (ax_ref, ax_own):
+                ax.annotate(f"switch {run['switch_step']}", (run["switch_step"], 1), xycoords=("data", "axes fraction"),
+                            rotation=90, va="top", ha="right", fontsize=7, color=c)
+    if without_reference:
+        log.warning("pretraining curves: no reference perplexity in the metrics.csv of %s (written before it was "
+                    "logged)", ", ".join(without_reference))
+        ax_ref.text(0.5, 0.02, "no reference perplexity (metrics.csv written before it was logged):\n"
+                    + "\n".join(without_reference), transform=ax_ref.transAxes, ha="center", va="bottom", fontsize=8,
+                    color="firebrick", wrap=True)
+    ax_ref.set(xlabel="step", ylabel="perplexity (log scale)", title="Reference masking: random 15%, same masks (comparable)")
+    ax_own.set(xlabel="step", ylabel="perplexity (log scale)", title="Each run's own masking (the switch signal)")
+    ax_loss.set(xlabel="step", ylabel="training MLM loss (nats)", title="Training loss (own masking)")
+    for ax, has_data in plotted.items():
+        if has_data:
+            ax.set_yscale("log")
+    for ax in (ax_ref, ax_own, ax_loss):
         ax.grid(alpha=0.3)
-    ax_ppl.legend(fontsize=8)
+    ax_own.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, stem)
+    return fig
+
+
+def plot_pretraining_curves(results_root: str | Path, stem: str | Path) -> list[Path]:
+    """`pretraining_curves_figure` of every run under `results_root`, saved as `stem`.png/.pdf."""
+    runs = read_pretraining_curves(results_root)
+    if not runs:
+        return no_data_figure(stem, "Pretraining curves", "no pretraining metrics.csv found")
+    return save_figure(pretraining_curves_figure(runs), stem)
 
 
 def read_pmi_tables(results_root: str | Path) -> dict[str, pd.DataFrame]:

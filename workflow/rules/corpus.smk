@@ -17,6 +17,7 @@ rule corpus_chunk:
     shell:
         "python -m cmgems.cli corpus chunk --contig-parquet {input:q}/{wildcards.contig}.parquet --out {output:q} "
         "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
+        "--random-max-tokens {params.c[random_max_tokens]} "
         "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log:q} 2>&1"
 
 
