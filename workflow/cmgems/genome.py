@@ -335,9 +335,9 @@ def _pieces(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
 def _record(fasta: Path, name: str, header_line: int, pieces: list[bytes], index: dict[str, int] | None) -> bytes:
     """The sequence of one record from its lines; CmgemsError naming file, line and contig for a byte
     that is not printable ASCII, or for a length that differs from the .fai index."""
-    text = b"".join(pieces).replace(b"\r\n", b"\n")
+    text = b"".join(pieces)
     pieces.clear()  # the caller's list: at most two copies of the sequence at a time
-    seq = text.replace(b"\n", b"")
+    seq = text.translate(None, b"\r\n")  # line ends, Unix or Windows, in one pass
     bad = seq.translate(None, SEQUENCE_BYTES)
     if bad:
         line_no = header_line + 1 + text.count(b"\n", 0, text.find(bad[:1]))
