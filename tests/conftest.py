@@ -1,8 +1,11 @@
-"""Shared fixtures: the repository root and the real data beside the checkout (../shared/data)."""
+"""Shared fixtures: the repository root, the real data beside the checkout (../shared/data), the
+local demo run, and helpers to read pack specs."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,37 @@ def http_folder(tmp_path_factory):
     yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+def _pack_specs(output: str) -> dict[str, dict]:
+    """Each run's settings in the `--pack` specs of a `snakemake -n -p` output, by output folder."""
+    runs = {}
+    for line in output.splitlines():
+        if " --pack " in line:
+            words = shlex.split(line[line.index("python -m cmgems.cli"):].split(" > ")[0])
+            runs.update({run["out"]: run for run in json.loads(words[words.index("--pack") + 1])["runs"]})
+    return runs
+
+
+def _one_run_options(run: dict) -> list[str]:
+    """`cmgems finetune` options of a pack's run (its cache aside), as a one-run rule passed them."""
+    args = []
+    for key, value in run.items():
+        flag = f"--{key.replace('_', '-')}"
+        if key == "meta":
+            args += [flag, json.dumps(value)]
+        elif value is True:
+            args.append(flag)
+        elif key != "cache" and value is not None and value is not False:
+            args += [flag, str(value)]
+    return args
+
+
+@pytest.fixture(scope="session")
+def pack_specs():
+    return _pack_specs
+
+
+@pytest.fixture(scope="session")
+def one_run_options():
+    return _one_run_options

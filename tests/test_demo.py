@@ -59,6 +59,36 @@ def test_demo_gue_keeps_the_lowest_dev_loss_on_each_task_cadence(demo):
         assert record["settings"]["hidden_dropout_used"] == 0.0  # the tiny checkpoint's own
 
 
+def test_packed_runs_equal_one_process_per_run(demo, tmp_path, pack_specs, one_run_options):
+    """The demo's GUE pack and a few-shot pack of one model, each run again in a process of its own
+    with the options the one-run rules passed (`cmgems finetune --model ... --seed ...`): the same
+    predictions.parquet and metrics.json, timings aside."""
+    import os
+
+    model = "results/demo/{}/tiny/genemask/300"
+    targets = [f"{model.format('gue')}/demo_tata/seed42/metrics.json",
+               f"{model.format('fewshot')}/demo_prom/10/seed0/metrics.json"]
+    plan = snakemake(demo, "-n", "-p", *targets, "--forcerun", "finetune_gue_other", "finetune_fewshot_demo_prom")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    runs = pack_specs(plan.stdout)
+    assert sorted(runs) == sorted([f"{model.format('gue')}/{t}/seed42" for t in ("demo_splice", "demo_tata")]
+                                  + [f"{model.format('fewshot')}/demo_prom/{n}/seed{s}" for n in (10, 50) for s in (0, 1)])
+    (tmp_path / "results" / "demo").mkdir(parents=True)  # the demo's inputs, read where the rules read them
+    for link in ("resources", "results/fewshot_sets", "results/demo/models"):
+        (tmp_path / link).symlink_to(demo / link)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    for out, run in runs.items():
+        single = subprocess.run([sys.executable, "-m", "cmgems.cli", "finetune", *one_run_options(run)], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert single.returncode == 0, single.stderr[-3000:]
+        assert (tmp_path / out / "predictions.parquet").read_bytes() == (demo / out / "predictions.parquet").read_bytes()
+        records = [json.loads((root / out / "metrics.json").read_text()) for root in (tmp_path, demo)]
+        for record in records:
+            for key in ("train_seconds", "train_sequences_per_s", "inference_sequences_per_s"):
+                record.pop(key)
+        assert json.dumps(records[0]) == json.dumps(records[1]), out  # key order too
+
+
 def test_cm_gems_switches_and_pretraining_table_agrees(demo):
     table = pd.read_csv(demo / "results" / "report" / "tables" / "pretraining.csv").set_index("masking")
     assert table.loc["cm_gems", "switch_step"] > 0

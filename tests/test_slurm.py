@@ -13,12 +13,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = "local"
-# given a placeholder GPU each (pretraining is not: it refuses to start when GPUs were allocated but
-# torch sees none, which test_pretraining_refuses_an_allocation_without_visible_gpus checks)
-GPU_RULES = ("finetune_gue", "finetune_fewshot")
+# the fine-tuning packs are given a placeholder GPU each (pretraining is not: it refuses to start when
+# GPUs were allocated but torch sees none, which test_pretraining_refuses_an_allocation_without_visible_gpus
+# checks); a rule finetune_gue_GROUP or finetune_fewshot_DATASET per pack
+GPU_RULES = ("finetune_gue_", "finetune_fewshot_")
+# the demo's cluster jobs: pretraining 3 models; per model 1 GUE pack (demo_tata and demo_splice are
+# both in the group "other") and 2 few-shot packs (one per dataset, 2 shots x 2 seeds each); baseline
+# packs 1 + 2; genome_contigs, corpus_chunk x 2 contigs, corpus_finalize, pmi_count x 2, pmi_merge,
+# pmi_score; report. One run per job, as before the packs, would be 3 x (2 + 8) + 2 + 8 = 40 evaluation jobs.
+EXPECTED_JOBS = {"pretrain": 3, "finetune_gue_": 3, "finetune_fewshot_": 6, "baseline_": 3, "data": 8, "report": 1}
+
+
+def _stage(rule: str) -> str:
+    return next((s for s in EXPECTED_JOBS if rule.startswith(s)), "data")
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 
@@ -54,17 +65,18 @@ def slurm_demo(slurm_conf, tmp_path_factory):
     """The demo through --profile profiles/slurm; (workdir, snakemake log, `scontrol show job -o`)."""
     workdir = tmp_path_factory.mktemp("slurm_demo")
     (workdir / "resources").symlink_to(REPO / "resources")
+    gpus = workdir / "gpus.yaml"  # layered on the demo config: a GPU for every fine-tuning pack
+    gpus.write_text(yaml.safe_dump({"gue": {"resources": {"gpu": 1}}, "fewshot": {"resources": {"gpu": 1}}}))
     env = {**os.environ, "SLURM_CONF": str(slurm_conf),
            # the profile reads account and partition from sbatch's own variables
            "SBATCH_ACCOUNT": "cmgems_ci", "SBATCH_PARTITION": PARTITION}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--profile", str(REPO / "profiles" / "slurm"),
-           "--configfile", str(REPO / "config" / "demo.yaml"),
+           "--configfile", str(REPO / "config" / "demo.yaml"), str(gpus),
            "--latency-wait", "5", "--retries", "0",
            "--slurm-init-seconds-before-status-checks", "1",
            "--seconds-between-status-checks", "1",
-           "--slurm-keep-successful-logs",
-           "--set-resources", *(f"{rule}:gpu=1" for rule in GPU_RULES)]
+           "--slurm-keep-successful-logs"]
     result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1500)
     log = result.stdout + result.stderr
     (workdir / "snakemake.log").write_text(log)
@@ -90,7 +102,7 @@ def test_every_cluster_rule_ran_as_a_slurm_job(slurm_demo):
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log))
     remote = {jobid: rule for jobid, (rule, local) in jobs.items() if not local}
     local_rules = {rule for rule, local in jobs.values() if local}
-    assert {"pretrain", "finetune_gue", "finetune_fewshot", "baseline_gue", "report"} <= set(remote.values())
+    assert {"pretrain", "finetune_gue_other", "finetune_fewshot_demo_prom", "baseline_gue_other", "report"} <= set(remote.values())
     assert local_rules <= {"tokenizer", "fewshot_sample", "all"}, local_rules
     missing = {jobid: rule for jobid, rule in remote.items() if jobid not in submitted}
     assert not missing, f"not submitted to SLURM: {missing}"
@@ -98,6 +110,18 @@ def test_every_cluster_rule_ran_as_a_slurm_job(slurm_demo):
     # ... and each left its SLURM log behind, named by its SLURM job id
     logs = {p.stem for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(submitted.values()) <= logs
+
+
+def test_the_demo_is_24_sbatch_submissions(slurm_demo):
+    """Packed fine-tuning and baselines: 24 submissions in all, as the plan's summary line says."""
+    _, log, _ = slurm_demo
+    jobs = _rule_jobs(log)
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid \d+", log)
+    per_stage = {stage: 0 for stage in EXPECTED_JOBS}
+    for job in submitted:
+        per_stage[_stage(jobs[job][0])] += 1
+    assert per_stage == EXPECTED_JOBS and len(submitted) == len(set(submitted)) == 24
+    assert "the whole grid is 9 GPU jobs (GUE packs 3, few-shot packs 6) and 15 CPU jobs" in log
 
 
 def test_gpu_requests_reach_the_scheduler(slurm_demo):
@@ -115,11 +139,11 @@ def test_gpu_requests_reach_the_scheduler(slurm_demo):
     for jobid, (rule, fields) in seen.items():
         assert fields["JobState"] == "COMPLETED", (jobid, rule, fields["JobState"])
         assert fields["Partition"] == PARTITION and fields["Account"] == "cmgems_ci", (rule, fields)
-        if rule in GPU_RULES:
+        if rule.startswith(GPU_RULES):
             assert fields.get("TresPerJob") == "gres:gpu:1", (rule, fields.get("TresPerJob"))
         else:
             assert "gpu" not in fields.get("TresPerJob", "") + fields.get("AllocTRES", ""), (rule, fields)
-    assert {rule for rule, _ in seen.values()} >= set(GPU_RULES)
+    assert all(any(rule.startswith(prefix) for rule, _ in seen.values()) for prefix in GPU_RULES)
 
 
 @pytest.mark.parametrize("table", ["gue.csv", "fewshot.csv"])

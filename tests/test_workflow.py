@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 import shutil
@@ -33,13 +34,22 @@ def job_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+LOCAL_RULES = {"download_genome", "tokenizer", "gue_missing", "download_gue", "fetch_fewshot", "fewshot_sample", "all"}
+
+
+def pack_jobs(counts: dict[str, int], prefix: str) -> dict[str, int]:
+    return {rule: n for rule, n in counts.items() if rule.startswith(prefix)}
+
+
 def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     """On a fresh clone (no GUE, no few-shot files) the paper config plans everything: the few-shot
-    files are fetched, and each absent GUE file is a job that will say what to download."""
+    files are fetched, and each absent GUE file is a job that will say what to download. Fine-tuning
+    and baselines run in packs: at most 120 GPU jobs, as the plan's summary line says."""
     result = snakemake("-n", "--quiet", "rules", "--configfile", str(REPO / "config/config.yaml"),
                        "-d", str(tmp_path), timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = job_counts(result.stdout + result.stderr)
+    output = result.stdout + result.stderr
+    counts = job_counts(output)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     pre = config["pretrain"]
     models = len(pre["models"]) * len(pre["masking"]) * len(pre["steps"])
@@ -53,11 +63,39 @@ def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     assert counts["download_genome"] == 1
     assert counts["corpus_chunk"] == counts["pmi_count"] == 24  # chr1-22, X, Y
     assert counts["pretrain"] == models == 8
-    assert counts["finetune_gue"] == 27 * models
-    assert counts["baseline_gue"] == 27
-    assert counts["finetune_fewshot"] == fewshot_runs * models
-    assert counts["baseline_fewshot"] == counts["fewshot_sample"] == fewshot_runs
+    groups = ["EMP", "prom_core", "prom_300", "splice", "mouse", "tf"]  # one pack each (gue.pack_runs 10)
+    datasets = ["Prom_core", "Prom_300", "Cohn_enh", "Splice_40", "silencer"]  # one pack each (fewshot.pack_runs 50)
+    assert pack_jobs(counts, "finetune_gue_") == {f"finetune_gue_{g}": models for g in groups}
+    assert pack_jobs(counts, "finetune_fewshot_") == {f"finetune_fewshot_{d}": models for d in datasets}
+    assert pack_jobs(counts, "baseline_gue_") == {f"baseline_gue_{g}": 1 for g in groups}
+    assert pack_jobs(counts, "baseline_fewshot_") == {f"baseline_fewshot_{d}": 1 for d in datasets}
+    assert counts["fewshot_sample"] == fewshot_runs
     assert counts["report"] == 1
+    summary = re.search(r"the whole grid is (\d+) GPU jobs \(pretraining (\d+), GUE packs (\d+), few-shot packs (\d+)\) "
+                        r"and (\d+) CPU jobs", output)
+    gpu, pretraining, gue, fewshot, cpu = map(int, summary.groups())
+    assert (gpu, pretraining, gue, fewshot) == (96, 8, 48, 40) and gpu <= 120
+    assert gpu + cpu == sum(n for rule, n in counts.items() if rule not in LOCAL_RULES | {"total"})
+
+
+def test_packs_split_at_pack_runs_and_request_the_runtime_of_their_runs(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["gue"]["pack_runs"] = 1
+    config["fewshot"]["pack_runs"] = 3  # 4 runs per dataset: packs of 2 and 2
+    cfg = tmp_path / "packs.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    result = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    counts = job_counts(output)
+    assert pack_jobs(counts, "finetune_gue_") == {"finetune_gue_other_1": 3, "finetune_gue_other_2": 3}
+    assert pack_jobs(counts, "finetune_fewshot_") == {f"finetune_fewshot_{d}_{i}": 3 for d in ("demo_prom", "demo_splice3") for i in (1, 2)}
+    assert pack_jobs(counts, "baseline_fewshot_") == {f"baseline_fewshot_{d}_{i}": 1 for d in ("demo_prom", "demo_splice3") for i in (1, 2)}
+    runtimes = dict(re.findall(r"^rule (\w+):\n(?:\s+.*\n)*?\s+resources: .*?runtime=(\d+)", output, re.M))
+    assert runtimes["finetune_fewshot_demo_prom_1"] == "40" and runtimes["finetune_gue_other_2"] == "20"  # 20 per run
+    assert "the whole grid is 0 GPU jobs (none) and 36 CPU jobs (pretraining 3, GUE packs 6, few-shot packs 12, " \
+           "baseline packs 6, data preparation 8, report 1)" in output
 
 
 def edit(path: list, value=None, delete: bool = False):
@@ -257,7 +295,7 @@ def test_envs_and_pyproject_pin_the_versions_the_tests_run_with():
     assert not drift, "\n".join(drift)
 
 
-def test_paper_commands_follow_the_protocols(tmp_path):
+def test_paper_commands_follow_the_protocols(tmp_path, pack_specs):
     """GUE: DNABERT-2's per-task eval cadence, lowest dev loss, the checkpoint's dropout; few-shot:
     GeneMask's 0.1 dropout on a 1000-shot set fetched at the pinned commit."""
     run = "results/hg38/{}/logo/cm_gems/10000"
@@ -265,13 +303,19 @@ def test_paper_commands_follow_the_protocols(tmp_path):
     targets.append(f"{run.format('fewshot')}/Cohn-enh/1000/seed3/metrics.json")
     result = snakemake("-n", "-p", *targets, "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
+    runs = pack_specs(result.stdout)
+    gue = {task: runs[f"{run.format('gue')}/{task}/seed42"] for task in ("prom_300_all", "tf_0")}
+    assert (gue["prom_300_all"]["eval_steps"], gue["tf_0"]["eval_steps"]) == (400, 200)
+    assert all(g["select_by"] == "loss" and "hidden_dropout" not in g and g["dev"] for g in gue.values())
+    assert gue["tf_0"]["meta"] == {"genome": "hg38", "kind": "gue", "masking": "cm_gems", "model": "logo",
+                                   "seed": 42, "steps": 10000, "task": "tf_0"}
+    fewshot = runs[f"{run.format('fewshot')}/Cohn-enh/1000/seed3"]
+    assert (fewshot["hidden_dropout"], fewshot["epochs"], fewshot["lr"]) == (0.1, 5, 5e-05)
+    assert fewshot["train"] == "results/fewshot_sets/Cohn-enh/1000/seed3.csv" and fewshot["max_length"] == 502
+    assert fewshot["cache"] == f".cmgems/packs/{run.format('fewshot')}/Cohn-enh/1000/seed3"
+    assert sum(out.startswith(run.format("fewshot")) for out in runs) == 50  # the Cohn-enh pack: 5 shots x 10 seeds
+    assert sum(out.startswith(run.format("gue")) for out in runs) == 3 + 5  # the prom_300 and tf packs
     lines = result.stdout.splitlines()
-    finetune = {t: next(line for line in lines if "cmgems.cli finetune" in line and t in line)
-                for t in ("prom_300_all", "tf_0", "Cohn-enh/1000")}
-    assert "--eval-steps 400 --select-by loss" in finetune["prom_300_all"]
-    assert "--eval-steps 200 --select-by loss" in finetune["tf_0"]
-    assert not any("--hidden-dropout" in finetune[t] for t in ("prom_300_all", "tf_0"))
-    assert "--hidden-dropout 0.1" in finetune["Cohn-enh/1000"] and "--epochs 5 --lr 5e-05" in finetune["Cohn-enh/1000"]
     fetch = next(line for line in lines if "cmgems.cli fewshot fetch" in line and "Cohn-enh/1000" in line)
     assert ("https://raw.githubusercontent.com/roysoumya/GeneMask/c7614461323015ffcbbdb39fc4778e9255ddfcab/"
             "Data-B_fewshot-task-datasets/Cohn-enh/1000/train.tsv") in fetch
@@ -318,7 +362,7 @@ def test_fewshot_files_are_fetched_through_the_dag(tmp_path, http_folder):
     assert toy[0] == [s for s in read_labelled(served)[0][20:]]
 
 
-def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path):
+def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path, pack_specs):
     """A published checkpoint is evaluated beside ours; a GUE url adds the checksummed download."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     (tmp_path / "dnabert6").mkdir()
@@ -331,10 +375,11 @@ def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
     assert counts["download_gue"] == 1
-    assert counts["finetune_gue"] == 2 * (3 + 1)  # demo tasks x (3 strategies + the checkpoint)
+    assert counts["finetune_gue_other"] == 3 + 1  # the demo tasks' pack for 3 strategies + the checkpoint
     result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path),
                        "results/external/gue/DNABERT6/published/0/demo_tata/seed42/metrics.json")
-    assert f"--model {tmp_path / 'dnabert6'}" in result.stdout and "--trust-remote-code" not in result.stdout
+    run = pack_specs(result.stdout)["results/external/gue/DNABERT6/published/0/demo_tata/seed42"]
+    assert run["model"] == str(tmp_path / "dnabert6") and run["trust_remote_code"] is False
 
 
 # Shell metacharacters and spaces in every config string that reaches a command: run by a shell
@@ -385,6 +430,10 @@ def command_pairs(output: str) -> set[tuple[str, str]]:
             args = shlex.split(line.split("Shell command:", 1)[-1])
             assert all(NASTY in a for a in args if "PWNED" in a), line
             pairs |= set(zip(args, args[1:]))
+            for flag, value in zip(args, args[1:]):  # a pack's runs: their settings as option pairs
+                if flag == "--pack":
+                    pairs |= {(f"--{key}", v) for run in json.loads(value)["runs"] for key, v in run.items()
+                              if isinstance(v, str)}
     return pairs
 
 
@@ -428,3 +477,60 @@ def test_config_strings_reach_commands_quoted(tmp_path):
     assert ("--expect", f"splice {NASTY}") in command_pairs(result.stdout + result.stderr)
     assert all((tmp_path / t).exists() for t in targets[1:])
     assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tmp_path):
+    """SIGKILL the workflow once the first run of a few-shot pack is written: Snakemake holds the
+    pack's outputs incomplete; the rerun restores the finished run(s) from the pack cache, trains the
+    others and writes what an uninterrupted pack writes."""
+    import os
+    import signal
+    import time
+
+    from cmgems.finetune import make_tiny_model
+
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["pretrained_models"] = {"toy": {"path": str(make_tiny_model(tmp_path / "toy"))}}
+    config["fewshot"]["small"]["epochs"] = 60  # the 10-shot runs, first in the pack: a second or more each
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    folder = "results/external/fewshot/toy/published/0/demo_prom"
+    runs = [f"{shots}/seed{seed}" for shots in (10, 50) for seed in (0, 1)]
+    args = ["--cores", "1", *(f"{folder}/{run}/metrics.json" for run in runs), "--configfile", str(cfg)]
+    for name in ("uninterrupted", "killed"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "resources").symlink_to(REPO / "resources")
+    result = snakemake(*args, "-d", str(tmp_path / "uninterrupted"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    work = tmp_path / "killed"
+    cache = work / ".cmgems" / "packs" / folder
+    workflow = subprocess.Popen([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), *args, "-d", str(work)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not list((work / folder).glob("*/seed*/metrics.json")) and workflow.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(workflow.pid, signal.SIGKILL)  # snakemake and the pack it started
+    workflow.wait()
+    finished = sorted(str(p.parent.relative_to(cache)) for p in cache.glob("*/seed*/digest.json"))
+    assert 1 <= len(finished) < len(runs), finished
+
+    dry = snakemake(*args, "-n", "-d", str(work))  # Snakemake does not take the written outputs for finished
+    assert dry.returncode != 0 and "IncompleteFilesException" in dry.stdout + dry.stderr
+    assert snakemake("--unlock", *args, "-d", str(work)).returncode == 0
+    result = snakemake(*args, "--rerun-incomplete", "-d", str(work))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (work / "logs/external/fewshot/toy/published/0/pack_demo_prom.log").read_text()
+    restored = sorted(run for run in runs if f"{folder}/{run}): restored from" in log)
+    trained = sorted(run for run in runs if f"{folder}/{run}): computing" in log)
+    assert restored == finished and trained == sorted(set(runs) - set(finished))
+    assert log.count("training: ") == len(trained)
+    for run in runs:
+        ours, theirs = (tmp_path / name / folder / run for name in ("killed", "uninterrupted"))
+        assert (ours / "predictions.parquet").read_bytes() == (theirs / "predictions.parquet").read_bytes()
+        records = [json.loads((p / "metrics.json").read_text()) for p in (ours, theirs)]
+        for record in records:
+            for key in ("train_seconds", "train_sequences_per_s", "inference_sequences_per_s"):
+                record.pop(key)
+        assert records[0] == records[1]

@@ -3,22 +3,28 @@
 C (inverse regularisation) is chosen from C_GRID by MCC: on the dev set when one is given,
 otherwise by stratified k-fold cross-validation on the training set (up to 5 folds, fewer when the
 rarest class has fewer rows; seeded shuffling; with fewer than 2 rows in some class, C = 1). The
-model is then refit on the training set alone and scores the test set. Outputs as `cmgems finetune`.
+model is then refit on the training set alone and scores the test set. Outputs as `cmgems finetune`;
+packs too (`cmgems baseline --pack SPEC`, see `cmgems.packs`), where a file several runs read (a
+few-shot test set) is read and featurised once.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from cmgems import kmers
-from cmgems.labelled import check_labels, data_statistics, read_labelled
+from cmgems import kmers, packs
+from cmgems.labelled import PackFiles, check_labels, data_statistics
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
@@ -75,23 +81,37 @@ def choose_c(x, y, seed: int, dev=None) -> tuple[float, dict]:
     return best, scores
 
 
-def baseline(train: str, test: str, out: str, dev: str | None = None, k: int = 6, seed: int = 42, meta: dict | None = None) -> dict:
-    """Fit the k-mer baseline, score the test set, write `out`/{metrics.json, predictions.parquet}."""
-    kmers.check_k(k)
+@dataclass
+class Settings:
+    """Everything a baseline run depends on."""
+
+    train: str
+    test: str
+    out: str
+    dev: str | None = None
+    k: int = 6
+    seed: int = 42
+    meta: dict = field(default_factory=dict)
+
+
+def fit_and_score(s: Settings, files: PackFiles) -> Callable[[Path], dict]:
+    """Fit the k-mer baseline of one run and score its test set; returns the writer of its files."""
+    kmers.check_k(s.k)
     started = time.perf_counter()
-    train_seqs, y = read_labelled(train)
-    test_seqs, y_test = read_labelled(test)
-    dev_seqs, y_dev = read_labelled(dev) if dev else (None, None)
-    num_labels = check_labels((train, y), (test, y_test), *([(dev, y_dev)] if dev else []))
-    splits = {"train": train_seqs, "dev": dev_seqs, "test": test_seqs}
-    data = data_statistics({name: seqs for name, seqs in splits.items() if seqs is not None}, k)
-    x = kmer_features(train_seqs, k)
-    dev_data = (kmer_features(dev_seqs, k), y_dev) if dev else None
-    c, grid = choose_c(x, y, seed, dev_data)
-    model = fit(x, y, c, seed)
+    named = {name: path for name, path in (("train", s.train), ("dev", s.dev), ("test", s.test)) if path}
+    read = {name: files.read(path) for name, path in named.items()}
+    num_labels = check_labels(*((named[name], read[name][1]) for name in ("train", "test", "dev") if name in named))
+    data = data_statistics({name: seqs for name, (seqs, _) in read.items()}, s.k)
+    x = {name: files.derived(path, ("kmers", s.k), lambda: kmer_features(read[name][0], s.k))
+         for name, path in named.items() if name != "test"}
+    y, y_test = read["train"][1], read["test"][1]
+    dev_data = (x["dev"], read["dev"][1]) if s.dev else None
+    c, grid = choose_c(x["train"], y, s.seed, dev_data)
+    model = fit(x["train"], y, c, s.seed)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    scores = class_scores(model, kmer_features(test_seqs, k), num_labels)
+    x_test = files.derived(s.test, ("kmers", s.k), lambda: kmer_features(read["test"][0], s.k))
+    scores = class_scores(model, x_test, num_labels)
     inference_seconds = time.perf_counter() - started
     dev_metrics = None
     if dev_data is not None:
@@ -109,23 +129,52 @@ def baseline(train: str, test: str, out: str, dev: str | None = None, k: int = 6
         "train_sequences_per_s": len(y) / train_seconds,
         "inference_sequences_per_s": len(y_test) / inference_seconds if inference_seconds else None,
         "settings": {
-            "train": train, "test": test, "dev": dev, "out": out, "k": k, "seed": seed,
-            "features": f"log1p {k}-mer counts", "C": c, "C_selection": "dev" if dev else "stratified k-fold on train",
+            "train": s.train, "test": s.test, "dev": s.dev, "out": s.out, "k": s.k, "seed": s.seed,
+            "features": f"log1p {s.k}-mer counts", "C": c, "C_selection": "dev" if s.dev else "stratified k-fold on train",
             "C_scores": {str(key): v for key, v in grid.items()}, "num_labels": num_labels,
         },
     }
     identity = {"genome": "none", "model": "kmer_logreg", "masking": "none", "steps": 0}
-    result = write_results(out, {**identity, **(meta or {})}, y_test, scores, record)
-    log.info("%s: C=%g, test mcc %.4f", out, c, result["metrics"]["mcc"])
-    return result
+    log.info("%s: C=%g", s.out, c)
+    return functools.partial(write_results, meta={**identity, **s.meta}, labels=y_test, scores=scores, record=record)
+
+
+def baseline_pack(runs: Sequence[tuple[Settings, str | None]]) -> list[dict]:
+    """The baseline runs of a pack, (settings, cache folder or None) each, one after another (see
+    `cmgems.packs`); returns their metrics.json objects."""
+    files = PackFiles([[p for p in (s.train, s.dev, s.test) if p] for s, _ in runs])
+
+    def compute(i: int) -> Callable[[Path], dict]:
+        try:
+            return fit_and_score(runs[i][0], files)
+        finally:
+            files.done(i)
+
+    planned = [packs.Run(s.out, cache, asdict(s), [p for p in (s.train, s.dev, s.test) if p]) for s, cache in runs]
+    return packs.run_pack(planned, compute)
+
+
+def baseline(train: str, test: str, out: str, dev: str | None = None, k: int = 6, seed: int = 42, meta: dict | None = None) -> dict:
+    """Fit the k-mer baseline, score the test set, write `out`/{metrics.json, predictions.parquet}."""
+    return baseline_pack([(Settings(train, test, out, dev, k, seed, meta or {}), None)])[0]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, help="labelled training file (CSV or GeneMask TSV)")
-    parser.add_argument("--test", required=True, help="labelled test file")
+    parser.add_argument("--train", help="labelled training file (CSV or GeneMask TSV); required")
+    parser.add_argument("--test", help="labelled test file; required")
     parser.add_argument("--dev", help="labelled dev file: choose C on it (else k-fold CV on train)")
-    parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions.parquet)")
+    parser.add_argument("--out", help="output directory (metrics.json, predictions.parquet); required")
     parser.add_argument("--k", type=int, default=6, help="k-mer length (3-6)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--meta", help="JSON object merged into metrics.json at top level")
-    parser.set_defaults(func=lambda a: baseline(a.train, a.test, a.out, a.dev, a.k, a.seed, parse_meta(a.meta)))
+    packs.add_pack_option(parser)
+    parser.set_defaults(func=functools.partial(run, parser=parser))
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    packs.check_pack_or_run(parser, args, ("train", "test", "out"))
+    if args.pack is not None:
+        runs = packs.read_spec(args.pack)
+        baseline_pack([(packs.settings_from(Settings, entry, f"--pack: runs[{i}]"), cache) for i, (entry, cache) in enumerate(runs)])
+        return
+    baseline(args.train, args.test, args.out, args.dev, args.k, args.seed, parse_meta(args.meta))

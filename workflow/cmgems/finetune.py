@@ -16,12 +16,18 @@ Optimiser as Hugging Face's Trainer: AdamW (no weight decay on biases and LayerN
 linear warmup then linear decay to 0, gradient clipping at 1.0. `--max-steps` > 0 overrides the
 epochs (the data are cycled), as in the Trainer. Runs are deterministic for a given seed and
 thread count: seeded model head, seeded shuffling, deterministic algorithms.
+
+`finetune_pack` runs many runs in one process (`cmgems finetune --pack SPEC`, see `cmgems.packs`):
+the model directory is loaded once and every run starts from a copy of its weights, seeded as a
+run on its own; a labelled file several runs read (a few-shot test set) is read and tokenised once.
+A single run (`finetune`) is a pack of one, so both give the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -30,15 +36,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
 
-from cmgems import kmers
+from cmgems import kmers, packs
 from cmgems.atomic import atomic_output
 from cmgems.errors import CmgemsError
-from cmgems.labelled import check_labels, data_statistics, read_labelled
+from cmgems.labelled import PackFiles, check_labels, data_statistics
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
@@ -109,21 +115,41 @@ def make_tiny_model(directory: str | Path, k: int = 6, seed: int = 0, **config) 
     return Path(directory)
 
 
+class Pretrained:
+    """A model directory loaded once: its sequence-classifier class and the weights its checkpoint
+    holds (safetensors, or a .bin that transformers loads with torch.load(weights_only=True)), on the
+    CPU. The directory's own code runs only with trust_remote_code."""
+
+    def __init__(self, model_dir: str | Path, trust_remote_code: bool = False):
+        from transformers import AutoModelForSequenceClassification
+
+        self.path, self.trust_remote_code = Path(model_dir), trust_remote_code
+        if not (self.path / "config.json").exists():
+            raise CmgemsError(f"--model {self.path}: not a Hugging Face model directory (no config.json)")
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            self.path, trust_remote_code=trust_remote_code, attn_implementation="sdpa", output_loading_info=True,
+        )
+        self.cls = type(model)
+        missing = set(info["missing_keys"])
+        self.state = {name: t for name, t in model.state_dict().items() if name not in missing}
+
+    def classifier(self, num_labels: int, hidden_dropout: float | None = None):
+        """A fresh classifier (BertForSequenceClassification for our models and DNABERT's): copies of
+        the checkpoint's weights, so training leaves them pristine for the next run, and the weights it
+        lacks (pooler, head) drawn from torch's global RNG exactly as `from_pretrained(path)` draws
+        them; the checkpoint's hidden dropout unless `hidden_dropout` is given."""
+        from transformers import AutoConfig
+
+        dropout = {} if hidden_dropout is None else {"hidden_dropout_prob": hidden_dropout}
+        config = AutoConfig.from_pretrained(self.path, num_labels=num_labels, trust_remote_code=self.trust_remote_code, **dropout)
+        state = {name: t.clone() for name, t in self.state.items()}
+        return self.cls.from_pretrained(None, config=config, state_dict=state, attn_implementation="sdpa")
+
+
 def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float | None = None,
                     trust_remote_code: bool = False):
-    """A sequence classifier from a save_pretrained directory (BertForSequenceClassification for our
-    models and DNABERT's), with the checkpoint's hidden dropout unless `hidden_dropout` is given.
-    Weights: safetensors, or a .bin that transformers loads with torch.load(weights_only=True); the
-    directory's own code runs only with trust_remote_code."""
-    from transformers import AutoModelForSequenceClassification
-
-    path = Path(model_dir)
-    if not (path / "config.json").exists():
-        raise CmgemsError(f"--model {path}: not a Hugging Face model directory (no config.json)")
-    dropout = {} if hidden_dropout is None else {"hidden_dropout_prob": hidden_dropout}
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, trust_remote_code=trust_remote_code, attn_implementation="sdpa", **dropout,
-    )
+    """A sequence classifier from a save_pretrained directory (see `Pretrained.classifier`)."""
+    return Pretrained(model_dir, trust_remote_code).classifier(num_labels, hidden_dropout)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -146,10 +172,16 @@ class Split:
         return ids, ids != kmers.PAD_ID
 
 
-def load_split(path: str, k: int, max_length: int) -> Split:
-    sequences, labels = read_labelled(path)
-    ids = torch.from_numpy(kmers.encode_batch([s.encode("ascii") for s in sequences], k, max_length))
-    return Split(path, ids, (ids != kmers.PAD_ID).sum(dim=1), torch.from_numpy(labels))
+def load_split(path: str, k: int, max_length: int, files: PackFiles | None = None) -> Split:
+    """A labelled file, tokenised; through a pack's `files`, once per pack."""
+    files = files or PackFiles([])
+
+    def tokenise() -> Split:
+        sequences, labels = files.read(path)
+        ids = torch.from_numpy(kmers.encode_batch([s.encode("ascii") for s in sequences], k, max_length))
+        return Split(path, ids, (ids != kmers.PAD_ID).sum(dim=1), torch.from_numpy(labels))
+
+    return files.derived(path, ("split", k, max_length), tokenise)
 
 
 def optimizer_steps(n: int, batch_size: int, grad_accum: int, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
@@ -280,6 +312,7 @@ def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: S
     evaluations excluded) and the number of training sequences processed.
     """
     optimizer, scheduler = build_optimizer(model, s, schedule.total, schedule.warmup)
+    log.info("training: %d optimizer steps (%d per epoch, warmup %d)", schedule.total, schedule.per_epoch, schedule.warmup)
     generator = torch.Generator().manual_seed(s.seed)
     steps = itertools.islice(optimizer_steps(len(train), s.batch_size, s.grad_accum, generator), schedule.total)
     best, seconds, seen = Best(s.select_by), 0.0, 0
@@ -323,21 +356,23 @@ def selection(has_dev: bool, best: Best, s: Settings, schedule: Schedule) -> dic
     return {"rule": rule, "select_by": s.select_by if has_dev else None, "reason": reason, "evaluations": best.history}
 
 
-def finetune(s: Settings) -> dict:
-    """Fine-tune, score the test set, write `s.out`/{metrics.json, predictions.parquet}; returns metrics.json."""
+def fit_and_score(s: Settings, pretrained: Callable[[], Pretrained], files: PackFiles) -> Callable[[Path], dict]:
+    """Fine-tune one run and score its test set; returns the writer of its metrics.json and
+    predictions.parquet. The model (`pretrained()`) is needed only once the data are read and checked."""
     check_settings(s)
     k = read_k(s.model)
-    train, test = load_split(s.train, k, s.max_length), load_split(s.test, k, s.max_length)
-    dev = load_split(s.dev, k, s.max_length) if s.dev else None
+    named = {name: path for name, path in (("train", s.train), ("dev", s.dev), ("test", s.test)) if path}
+    splits = {name: load_split(path, k, s.max_length, files) for name, path in named.items()}
+    train, dev, test = splits["train"], splits.get("dev"), splits["test"]
     num_labels = check_labels(*((p.path, p.labels.numpy()) for p in (train, test, dev) if p is not None))
-    named = {"train": s.train, "dev": s.dev, "test": s.test}
-    data = data_statistics({name: read_labelled(path)[0] for name, path in named.items() if path}, k, s.max_length)
+    data = data_statistics({name: files.read(path)[0] for name, path in named.items()}, k, s.max_length)
     schedule = Schedule.of(len(train), s)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    checkpoint = pretrained()
 
     with deterministic_torch(s.threads):
         torch.manual_seed(s.seed)
-        model = load_classifier(s.model, num_labels, s.hidden_dropout, s.trust_remote_code)
+        model = checkpoint.classifier(num_labels, s.hidden_dropout)
         if s.max_length > model.config.max_position_embeddings:
             raise CmgemsError(f"--max-length {s.max_length} exceeds the model's {model.config.max_position_embeddings} positions")
         model.to(device)
@@ -369,19 +404,54 @@ def finetune(s: Settings) -> dict:
             "hidden_dropout_used": getattr(model.config, "hidden_dropout_prob", None),
         },
     }
-    result = write_results(s.out, s.meta, test.labels.numpy(), scores, record)
-    log.info("%s: test mcc %.4f", s.out, result["metrics"]["mcc"])
-    return result
+    return functools.partial(write_results, meta=s.meta, labels=test.labels.numpy(), scores=scores, record=record)
+
+
+def run_files(s: Settings) -> list[str]:
+    """The labelled files a run reads."""
+    return [p for p in (s.train, s.dev, s.test) if p]
+
+
+def finetune_pack(runs: Sequence[tuple[Settings, str | None]]) -> list[dict]:
+    """Fine-tune the runs of a pack, (settings, cache folder or None) each, one after another (see
+    `cmgems.packs`), loading each model directory once; returns their metrics.json objects."""
+    files = PackFiles([run_files(s) for s, _ in runs])
+    loaded: dict[tuple[str, bool], Pretrained] = {}
+
+    def pretrained(s: Settings) -> Pretrained:
+        key = (s.model, s.trust_remote_code)
+        if key not in loaded:
+            loaded.clear()  # one model in memory at a time
+            loaded[key] = Pretrained(*key)
+        return loaded[key]
+
+    def compute(i: int) -> Callable[[Path], dict]:
+        s = runs[i][0]
+        try:
+            return fit_and_score(s, functools.partial(pretrained, s), files)
+        finally:
+            files.done(i)
+
+    planned = [packs.Run(s.out, cache, asdict(s), [s.model, *run_files(s)]) for s, cache in runs]
+    return packs.run_pack(planned, compute)
+
+
+def finetune(s: Settings) -> dict:
+    """Fine-tune, score the test set, write `s.out`/{metrics.json, predictions.parquet}; returns metrics.json."""
+    return finetune_pack([(s, None)])[0]
 
 
 # ------------------------------------------------------------------------------------------- CLI
+REQUIRED = ("model", "train", "test", "out", "max_length")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="pretrained model directory (HF save_pretrained + tokenizer + kmer.json)")
-    parser.add_argument("--train", required=True, help="labelled training file (CSV sequence,label or GeneMask TSV)")
-    parser.add_argument("--test", required=True, help="labelled test file")
+    parser.add_argument("--model", help="pretrained model directory (HF save_pretrained + tokenizer + kmer.json); required")
+    parser.add_argument("--train", help="labelled training file (CSV sequence,label or GeneMask TSV); required")
+    parser.add_argument("--test", help="labelled test file; required")
     parser.add_argument("--dev", help="labelled dev file: keep the weights of the best dev evaluation (GUE protocol)")
-    parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions.parquet)")
-    parser.add_argument("--max-length", type=int, required=True, help="tokens per sequence, [CLS]/[SEP] included")
+    parser.add_argument("--out", help="output directory (metrics.json, predictions.parquet); required")
+    parser.add_argument("--max-length", type=int, help="tokens per sequence, [CLS]/[SEP] included; required")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch")
@@ -404,9 +474,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the model directory's own code (only for models you trust)")
     parser.add_argument("--meta", help="JSON object merged into metrics.json at top level")
-    parser.set_defaults(func=run)
+    packs.add_pack_option(parser)
+    parser.set_defaults(func=functools.partial(run, parser=parser))
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    packs.check_pack_or_run(parser, args, REQUIRED)
+    if args.pack is not None:
+        runs = packs.read_spec(args.pack)
+        finetune_pack([(packs.settings_from(Settings, entry, f"--pack: runs[{i}]"), cache) for i, (entry, cache) in enumerate(runs)])
+        return
     names = Settings.__dataclass_fields__.keys() - {"meta", "max_grad_norm"}
     finetune(Settings(**{n: getattr(args, n) for n in names}, meta=parse_meta(args.meta)))

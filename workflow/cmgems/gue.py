@@ -1,7 +1,9 @@
-"""GUE benchmark data: fetch the published archive (checksummed) and unpack it as GUE/<group>/<task>/.
+"""GUE benchmark data: fetch the published archive (checksummed) and unpack it as GUE/<group>/<task>/;
+the task groups.
 
 The files are merged into the GUE root: a user's own files there are kept, and a file of the archive
-replaces only one an earlier fetch wrote (see `cmgems.atomic.merged_output`).
+replaces only one an earlier fetch wrote (see `cmgems.atomic.merged_output`). Importing this module
+is cheap (standard library only until a download): the workflow uses `task_group` at DAG build time.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ from pathlib import Path, PurePosixPath
 
 from cmgems.atomic import make_parent, merged_output, remove_empty
 from cmgems.errors import CmgemsError
-from cmgems.genome import download
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
+GROUP_PREFIXES = (("EMP_", "EMP"), ("prom_core_", "prom_core"), ("prom_300_", "prom_300"), ("splice", "splice"),
+                  ("mouse_", "mouse"), ("tf_", "tf"))
+
+
+def task_group(task: str) -> str:
+    """GUE task group from the task name: EMP, prom_core, prom_300, splice, mouse, tf, covid or other."""
+    for prefix, group in GROUP_PREFIXES:
+        if task.startswith(prefix):
+            return group
+    return "covid" if task == "covid" else "other"
 
 
 def safe_members(archive: zipfile.ZipFile, where: str) -> list[zipfile.ZipInfo]:
@@ -58,6 +69,8 @@ def unpack(archive_path: Path, out_dir: Path, expect: list[str]) -> None:
 
 def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     """Download the GUE archive (md5-checked, resumable) next to `out_dir`, unpack it, delete it."""
+    from cmgems.genome import download  # numpy and pyarrow: not at the workflow's import of task_group
+
     out_dir = Path(out_dir)
     if os.path.lexists(out_dir) and not out_dir.is_dir():  # merged_output says so too, but after the download
         raise CmgemsError(f"{out_dir}: exists and is not a folder (--out is the GUE root folder)")

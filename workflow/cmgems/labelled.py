@@ -9,7 +9,7 @@ Sequences are upper-cased and must hold only A, C, G, T, N; labels are non-negat
 byte-order mark is dropped; a quoted field must close on its own line. Bad input raises CmgemsError
 naming the file and line. `check_labels` checks the label sets of a task's splits and
 `data_statistics` counts what fine-tuning will do to them (truncation, sequences shorter than k,
-test rows also in train).
+test rows also in train). `PackFiles` reads the files of a pack's runs once each.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import csv
 import logging
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Hashable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from cmgems.atomic import atomic_output
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COLUMNS = ("sequence", "label")
 MAX_LABEL = 2**31 - 1
@@ -175,3 +176,27 @@ def write_labelled(path: str | Path, sequences: list[str], labels) -> None:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(COLUMNS)
             writer.writerows(zip(sequences, (int(x) for x in labels)))
+
+
+class PackFiles:
+    """The labelled files of a pack's runs, each read once, and what is derived from one (tokens,
+    features) made once per key; a file and its derivations are dropped after the last run that
+    reads it (`done`), so a pack holds only the files later runs share (a few-shot test set)."""
+
+    def __init__(self, runs: Sequence[Sequence[str]]):
+        self.last_use = {path: i for i, paths in enumerate(runs) for path in paths}
+        self.cache: dict[tuple, object] = {}
+
+    def read(self, path: str) -> tuple[list[str], np.ndarray]:
+        """`read_labelled(path)`, once."""
+        return self.derived(path, "read", lambda: read_labelled(path))
+
+    def derived(self, path: str, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()`, once per (path, key)."""
+        if (path, key) not in self.cache:
+            self.cache[path, key] = make()
+        return self.cache[path, key]
+
+    def done(self, run: int) -> None:
+        """Drop what only runs up to `run` (0-based) read."""
+        self.cache = {k: v for k, v in self.cache.items() if self.last_use.get(k[0], -1) > run}

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn import metrics as skm
 
-from cmgems.atomic import atomic_output
 from cmgems.errors import CmgemsError
 
 METRIC_NAMES = ("mcc", "accuracy", "f1_macro", "precision_macro", "recall_macro", "auc")
@@ -84,15 +83,15 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return table["label"].to_numpy(), table["prediction"].to_numpy(), scores
 
 
-def write_results(out: str | Path, meta: dict, labels: np.ndarray, scores: np.ndarray, record: dict) -> dict:
-    """Score the test set and write `out/` atomically: metrics.json and predictions.parquet.
+def write_results(folder: Path, meta: dict, labels: np.ndarray, scores: np.ndarray, record: dict) -> dict:
+    """Score the test set and write metrics.json and predictions.parquet into `folder` (a temporary
+    folder that `cmgems.packs` renames into place).
 
     metrics.json = {**meta, "metrics": test metrics, **record}; `scores` is (N, C), predictions
     are its argmax. Returns the metrics.json object.
     """
     scores = np.asarray(scores, dtype=np.float32)
     result = {**meta, "metrics": classification_metrics(labels, scores.argmax(axis=1), scores), **record}
-    with atomic_output(out, directory=True) as tmp:
-        pq.write_table(predictions_table(labels, scores), tmp / "predictions.parquet")
-        (tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    pq.write_table(predictions_table(labels, scores), folder / "predictions.parquet")
+    (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -44,60 +44,55 @@ rule fewshot_sample:
         "--shots {wildcards.shots} --out {output:q} > {log:q} 2>&1"
 
 
-rule finetune_fewshot:
-    input:
-        train="results/fewshot_sets/{dataset}/{shots}/seed{seed}.csv",
-        test=lambda w: FEW["datasets"][w.dataset]["test"],
-        model=model_dir,
-    output:
-        metrics="results/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}/metrics.json",
-        predictions="results/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}/predictions.parquet",
-    log:
-        "logs/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}.log",
-    benchmark:
-        "benchmarks/out/{genome}/fewshot/{model}/{masking}/{steps}/{dataset}/{shots}/seed{seed}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: FEW["threads"]
-    resources:
-        **FEWSHOT_RESOURCES,
-    params:
-        out=output_dir,
-        remote=remote_code_flag,
-        r=lambda w: fewshot_regime(w.shots),
-        f=FEW,
-        max_length=lambda w: FEW["datasets"][w.dataset]["max_length"],
-        meta=lambda w: fewshot_meta(
-            w, genome=w.genome, model=w.model, masking=w.masking, steps=int(w.steps)
-        ),
-    shell:
-        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train:q} --test {input.test:q} "
-        "--out {params.out:q} --max-length {params.max_length} "
-        "--epochs {params.r[epochs]} --lr {params.r[lr]} --batch-size {params.r[batch_size]} "
-        "--warmup-ratio {params.f[warmup_ratio]} --weight-decay {params.f[weight_decay]} "
-        "--hidden-dropout {params.f[hidden_dropout]} --seed {wildcards.seed} --threads {threads} "
-        "{params.remote} --meta {params.meta:q} > {log:q} 2>&1"
+for name, runs in FEWSHOT_PACKS.items():
 
+    rule:
+        name:
+            f"finetune_fewshot_{name}"
+        input:
+            model=model_dir,
+            data=fewshot_pack_files(runs),
+        output:
+            pack_outputs(model_eval_dir("fewshot"), runs),
+        log:
+            f"logs/{{genome}}/fewshot/{{model}}/{{masking}}/{{steps}}/pack_{name}.log",
+        benchmark:
+            f"benchmarks/out/{{genome}}/fewshot/{{model}}/{{masking}}/{{steps}}/pack_{name}.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        threads: FEW["threads"]
+        resources:
+            **pack_resources(FEWSHOT_RESOURCES, runs),
+        params:
+            spec=lambda w, input, name=name, runs=runs: pack_spec(
+                name,
+                "fewshot.pack_runs",
+                [fewshot_run(w, input.model, *run) for run in runs],
+            ),
+        shell:
+            "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
 
-rule baseline_fewshot:
-    input:
-        train="results/fewshot_sets/{dataset}/{shots}/seed{seed}.csv",
-        test=lambda w: FEW["datasets"][w.dataset]["test"],
-    output:
-        metrics="results/baseline/fewshot/{dataset}/{shots}/seed{seed}/metrics.json",
-        predictions="results/baseline/fewshot/{dataset}/{shots}/seed{seed}/predictions.parquet",
-    log:
-        "logs/baseline/fewshot/{dataset}/{shots}/seed{seed}.log",
-    benchmark:
-        "benchmarks/out/baseline/fewshot/{dataset}/{shots}/seed{seed}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: 1
-    params:
-        out=output_dir,
-        k=K,
-        meta=lambda w: fewshot_meta(w),
-    shell:
-        "python -m cmgems.cli baseline --train {input.train:q} --test {input.test:q} "
-        "--out {params.out:q} --k {params.k} --seed {wildcards.seed} "
-        "--meta {params.meta:q} > {log:q} 2>&1"
+    rule:
+        name:
+            f"baseline_fewshot_{name}"
+        input:
+            fewshot_pack_files(runs),
+        output:
+            pack_outputs("results/baseline/fewshot", runs),
+        log:
+            f"logs/baseline/fewshot/pack_{name}.log",
+        benchmark:
+            f"benchmarks/out/baseline/fewshot/pack_{name}.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        threads: 1
+        resources:
+            **pack_resources(BASELINE_RESOURCES, runs),
+        params:
+            spec=lambda w, name=name, runs=runs: pack_spec(
+                name,
+                "fewshot.pack_runs",
+                [baseline_fewshot_run(*run) for run in runs],
+            ),
+        shell:
+            "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"

@@ -43,66 +43,54 @@ else:
             "|| {{ cat {log:q} >&2; exit 1; }}"
 
 
-rule finetune_gue:
-    input:
-        unpack(gue_inputs),
-        model=model_dir,
-    output:
-        metrics="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/metrics.json",
-        predictions="results/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}/predictions.parquet",
-    log:
-        "logs/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.log",
-    benchmark:
-        "benchmarks/out/{genome}/gue/{model}/{masking}/{steps}/{task}/seed{seed}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: GUE["threads"]
-    resources:
-        **GUE_RESOURCES,
-    params:
-        out=output_dir,
-        remote=remote_code_flag,
-        s=lambda w: gue_settings(w.task),
-        g=GUE,
-        select_by=GUE["select_by"],
-        meta=lambda w: meta_json(
-            kind="gue",
-            genome=w.genome,
-            model=w.model,
-            masking=w.masking,
-            steps=int(w.steps),
-            task=w.task,
-            seed=int(w.seed),
-        ),
-    shell:
-        "python -m cmgems.cli finetune --model {input.model:q} --train {input.train:q} "
-        "--dev {input.dev:q} --test {input.test:q} --out {params.out:q} "
-        "--max-length {params.s[max_length]} --epochs {params.s[epochs]} "
-        "--max-steps {params.s[max_steps]} --warmup-steps {params.s[warmup_steps]} "
-        "--eval-steps {params.s[eval_steps]} --select-by {params.select_by:q} "
-        "--lr {params.g[lr]} --batch-size {params.g[batch_size]} --seed {wildcards.seed} "
-        "--threads {threads} {params.remote} --meta {params.meta:q} > {log:q} 2>&1"
+for name, runs in GUE_PACKS.items():
+
+    rule:
+        name:
+            f"finetune_gue_{name}"
+        input:
+            model=model_dir,
+            data=gue_pack_files(runs),
+        output:
+            pack_outputs(model_eval_dir("gue"), runs),
+        log:
+            f"logs/{{genome}}/gue/{{model}}/{{masking}}/{{steps}}/pack_{name}.log",
+        benchmark:
+            f"benchmarks/out/{{genome}}/gue/{{model}}/{{masking}}/{{steps}}/pack_{name}.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        threads: GUE["threads"]
+        resources:
+            **pack_resources(GUE_RESOURCES, runs),
+        params:
+            spec=lambda w, input, name=name, runs=runs: pack_spec(
+                name, "gue.pack_runs", [gue_run(w, input.model, *run) for run in runs]
+            ),
+        shell:
+            "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
 
 
-rule baseline_gue:
-    input:
-        unpack(gue_inputs),
-    output:
-        metrics="results/baseline/gue/{task}/metrics.json",
-        predictions="results/baseline/gue/{task}/predictions.parquet",
-    log:
-        "logs/baseline/gue/{task}.log",
-    benchmark:
-        "benchmarks/out/baseline/gue/{task}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: 1
-    params:
-        out=output_dir,
-        k=K,
-        seed=GUE["seeds"][0],
-        meta=lambda w: meta_json(kind="gue", task=w.task, seed=GUE["seeds"][0]),
-    shell:
-        "python -m cmgems.cli baseline --train {input.train:q} --dev {input.dev:q} --test {input.test:q} "
-        "--out {params.out:q} --k {params.k} --seed {params.seed} "
-        "--meta {params.meta:q} > {log:q} 2>&1"
+for name, runs in BASELINE_GUE_PACKS.items():
+
+    rule:
+        name:
+            f"baseline_gue_{name}"
+        input:
+            gue_pack_files(runs),
+        output:
+            [f"results/baseline/gue/{t}/{f}" for t, _ in runs for f in RUN_FILES],
+        log:
+            f"logs/baseline/gue/pack_{name}.log",
+        benchmark:
+            f"benchmarks/out/baseline/gue/pack_{name}.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        threads: 1
+        resources:
+            **pack_resources(BASELINE_RESOURCES, runs),
+        params:
+            spec=lambda w, name=name, runs=runs: pack_spec(
+                name, "gue.pack_runs", [baseline_gue_run(*run) for run in runs]
+            ),
+        shell:
+            "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"

@@ -1,0 +1,198 @@
+"""Packs: many evaluation runs (fine-tuning or baseline) one after another in one process, one job.
+
+Each run writes its own `out/` folder (metrics.json, predictions.parquet) atomically, as a run on its
+own would. A run given a cache folder is first written there, with the digest of what defines it
+(its settings and the content of its input files and folders); a pack started again (after a kill,
+a failure, or with more runs) restores every run whose cache entry has that digest instead of
+recomputing it. The cache lies outside the outputs Snakemake declares, which it deletes before it
+runs a job again.
+
+A pack is described by a JSON spec, `{"runs": [{...settings of one run..., "cache": DIR}, ...]}`
+(`cmgems finetune --pack SPEC`, `cmgems baseline --pack SPEC`). A bad run fails alone: the pack runs
+the others and then fails, naming every failed run. Standard library only: the workflow imports
+`deal` when it builds the DAG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from cmgems.atomic import atomic_output, files_under
+from cmgems.errors import CmgemsError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RECORD = "metrics.json"  # a run's record; the other files of its folder are copied with it
+DIGEST = "digest.json"  # in a cache entry: the digest of what defines the run
+
+
+def deal(items: Sequence[T], most: int | None) -> list[list[T]]:
+    """`items` in ceil(n / most) packs of near-equal size, dealt in turn (pack i holds items i,
+    i + P, i + 2P, ...), so that each pack gets its share of the long and the short runs; one pack
+    when `most` is None."""
+    count = 1 if most is None else -(-len(items) // most)
+    return [list(items[i::count]) for i in range(count)] if items else []
+
+
+# ---------------------------------------------------------------------------------------- spec
+def read_spec(text: str) -> list[tuple[dict, str | None]]:
+    """(settings, cache folder or None) of every run of a pack spec (JSON text); CmgemsError naming
+    what is wrong."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CmgemsError(f"--pack: not valid JSON ({err})") from None
+    runs = spec.get("runs") if isinstance(spec, dict) else None
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise CmgemsError('--pack: expected {"runs": [{...}, ...]} with at least one run, each a JSON object')
+    entries = []
+    for i, run in enumerate(runs):
+        cache = run.pop("cache", None)
+        if cache is not None and not isinstance(cache, str):
+            raise CmgemsError(f"--pack: runs[{i}].cache: expected a folder name, got {cache!r}")
+        entries.append((run, cache))
+    return entries
+
+
+def settings_from(cls: type[T], entry: dict, where: str) -> T:
+    """A settings dataclass from a JSON object: unknown or missing keys and values of the wrong type
+    are a CmgemsError naming `where` and the key; integers become floats where a float is expected
+    (as they would through the command line)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(entry.keys() - fields.keys())
+    missing = [n for n, f in fields.items() if n not in entry and f.default is f.default_factory is dataclasses.MISSING]
+    if unknown or missing:
+        raise CmgemsError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}")
+    values = {}
+    for name, value in entry.items():
+        allowed = typing.get_args(hints[name]) or (hints[name],)
+        if float in allowed and type(value) is int:
+            value = float(value)
+        if not any(value is None if t is type(None) else type(value) is t for t in allowed):
+            raise CmgemsError(f"{where}.{name}: expected {hints[name]}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def add_pack_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pack", metavar="SPEC", help='run a pack instead: JSON {"runs": [{...settings of one run '
+                        '(the options above, as keys)..., "cache": DIR}, ...]} (see cmgems.packs)')
+
+
+def check_pack_or_run(parser: argparse.ArgumentParser, args: argparse.Namespace, required: Sequence[str]) -> None:
+    """Exit through `parser.error` unless `args` are either --pack alone or one run's options with
+    every option of `required` (dest names) given."""
+    run_options = [a for a in parser._actions if a.dest not in ("help", "pack", "func") and a.option_strings]
+    given = [a.option_strings[0] for a in run_options if getattr(args, a.dest) != a.default]
+    if args.pack is not None and given:
+        parser.error(f"--pack takes no other option (got {', '.join(given)})")
+    missing = [a.option_strings[0] for a in run_options if a.dest in required and getattr(args, a.dest) is None]
+    if args.pack is None and missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------------------- cache
+@dataclass
+class Run:
+    """One run of a pack: its output folder, its cache entry (None: no cache), what defines it
+    (JSON-able settings) and the files or folders whose content does too."""
+
+    out: str
+    cache: str | None
+    definition: dict
+    inputs: list[str]
+
+    def digest(self, content: Callable[[str], str]) -> str:
+        document = {"definition": self.definition, "inputs": {p: content(p) for p in self.inputs}}
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def content_digest(path: str) -> str:
+    """SHA-256 of a file's bytes; of a folder, over its files' relative paths and digests (the
+    record of what cmgems wrote excepted)."""
+    root = Path(path)
+    try:
+        if not root.is_dir():
+            with open(root, "rb") as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest()
+        files = {name: content_digest(str(root / name)) for name in sorted(files_under(root))}
+        return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+    except OSError as err:
+        raise CmgemsError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def _copy_run(entry: Path, out: str) -> dict:
+    """Copy a cache entry's files (its digest aside) into `out` atomically; returns the run's record."""
+    with atomic_output(out, directory=True) as tmp:
+        for name in sorted(files_under(entry) - {DIGEST}):
+            shutil.copyfile(entry / name, tmp / name)
+    return json.loads((Path(out) / RECORD).read_text())
+
+
+def restore(run: Run, digest: str) -> dict | None:
+    """The run's record, copied with its files from its cache entry into `out`, when the entry holds
+    a finished run of this digest; None otherwise."""
+    entry = Path(run.cache)
+    try:
+        stored = json.loads((entry / DIGEST).read_text())["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if stored != digest:
+        log.info("%s: the cache entry is of other settings or inputs; recomputing", entry)
+        return None
+    return _copy_run(entry, run.out)
+
+
+def save(run: Run, digest: str | None, write: Callable[[Path], dict]) -> dict:
+    """Write a computed run (`write(folder)` writes its files and returns its record) into `out`,
+    through its cache entry when it has one (the entry first, so that a kill in between leaves a
+    finished entry)."""
+    if run.cache is None:
+        with atomic_output(run.out, directory=True) as tmp:
+            return write(tmp)
+    with atomic_output(run.cache, directory=True) as tmp:
+        write(tmp)
+        (tmp / DIGEST).write_text(json.dumps({"digest": digest, "inputs": run.inputs}) + "\n")
+    return _copy_run(Path(run.cache), run.out)
+
+
+def run_pack(runs: Sequence[Run], compute: Callable[[int], Callable[[Path], dict]]) -> list[dict]:
+    """Every run in turn: restored from its cache entry when that holds it, else `compute(i)`, which
+    returns the writer of run i's files. A CmgemsError fails that run alone; once all were tried, the
+    pack raises one naming every failed run (the run's own error in a pack of one). Returns the records."""
+    content = functools.cache(content_digest)  # each input file or folder read once per pack
+    records, failed = [], []
+    for i, run in enumerate(runs):
+        label = f"run {i + 1}/{len(runs)} ({run.out})"
+        try:
+            digest = run.digest(content) if run.cache else None
+            record = restore(run, digest) if digest else None
+            if record is not None:
+                log.info("%s: restored from %s", label, run.cache)
+            else:
+                log.info("%s: computing", label)
+                record = save(run, digest, compute(i))
+                log.info("%s: test mcc %.4f", label, record["metrics"]["mcc"])
+        except CmgemsError as err:
+            if len(runs) == 1:
+                raise
+            log.error("%s failed: %s", label, err)
+            failed.append(f"{run.out}: {err}")
+            continue
+        records.append(record)
+    if failed:
+        raise CmgemsError(f"{len(failed)} of {len(runs)} runs failed; the others are written. " + "; ".join(failed))
+    return records
+
