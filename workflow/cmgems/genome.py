@@ -30,9 +30,9 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from cmgems.arrow_io import SEQUENCE_SCHEMA, binary_array, write_sequence_table
 from cmgems.atomic import atomic_output, make_parent, remove_empty, write_json
 from cmgems.cli import argument, int_at_least
 from cmgems.errors import CmgemsError
@@ -59,11 +59,6 @@ CLEAN = bytes(CLEAN)
 ACGT_RUN = re.compile(rb"[ACGT]+")
 SEQUENCE_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but space: what a sequence line may hold
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # SAM spec 4.1.2
-
-SEGMENT_SCHEMA = pa.schema(
-    [("contig", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("sequence", pa.binary())]
-)
-
 
 # ---------------------------------------------------------------------------------------- download
 
@@ -232,7 +227,7 @@ def segment_bounds(cleaned: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict]:
-    """The cleaned segments of one contig as a table (SEGMENT_SCHEMA) and its summary entry.
+    """The cleaned segments of one contig as a sequence table (SEQUENCE_SCHEMA) and its summary entry.
 
     The kept bases of all segments, in order, are the cleaned contig without its N; with splice_n
     they form one row (start 0, end = contig length).
@@ -246,18 +241,15 @@ def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict
         starts, ends = segment_bounds(cleaned)
         lengths = ends - starts
     del cleaned
-    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)  # contigs < 2 Gbp
-    sequences = pa.Array.from_buffers(
-        pa.binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(kept)]
-    )
+    offsets = np.concatenate(([0], np.cumsum(lengths)))  # contigs < 2 Gbp
     table = pa.table(
         {
             "contig": pa.array([name] * len(starts), pa.string()),
             "start": starts,
             "end": ends,
-            "sequence": sequences,
+            "sequence": binary_array(kept, offsets),
         },
-        schema=SEGMENT_SCHEMA,
+        schema=SEQUENCE_SCHEMA,
     )
     summary = {
         "length": len(seq),
@@ -266,17 +258,6 @@ def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict
         "bases_kept": len(kept),
     }
     return table, summary
-
-
-def write_segments(table: pa.Table, path: Path, name: str, splice_n: bool) -> None:
-    meta = {b"contig": name.encode(), b"splice_n": str(splice_n).lower().encode()}
-    pq.write_table(
-        table.replace_schema_metadata(meta),
-        path,
-        compression="zstd",
-        use_dictionary=["contig"],
-        write_statistics=["contig", "start", "end"],
-    )
 
 
 def open_fasta(path: Path) -> BinaryIO:
@@ -415,7 +396,8 @@ def write_contigs(
                 except CmgemsError as err:
                     raise CmgemsError(f"{fasta}: {err}") from None
                 del seq
-                write_segments(table, tmp / f"{name}.parquet", name, splice_n)
+                meta = {"contig": name, "splice_n": str(splice_n).lower()}
+                write_sequence_table(table, tmp / f"{name}.parquet", meta)
         if not order:
             raise CmgemsError(f"no FASTA records in {fasta}")
         selected = select_contigs(order, wanted, fasta)
