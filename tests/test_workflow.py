@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cmgems.fewshot import git_blob_sha1
+from cmgems.download import git_blob_sha1
 from cmgems.labelled import read_labelled
 
 REPO = Path(__file__).resolve().parents[1]
