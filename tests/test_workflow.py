@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -293,6 +294,66 @@ def test_envs_and_pyproject_pin_the_versions_the_tests_run_with():
             if Version(installed).release[:2] != Version(pinned).release[:2]:
                 drift.append(f"{env.name}: {name}={pinned}, the tests run {installed}")
     assert not drift, "\n".join(drift)
+
+
+# Stage dependencies that no module imports by name: what they are needed for.
+INDIRECT = {"safetensors": "transformers' model files (use_safetensors=True)", "tensorboard": "torch.utils.tensorboard"}
+IMPORT_TO_PYPI = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def module_imports(name: str) -> tuple[set[str], set[str]]:
+    """(imports run when module `cmgems.<name>` is imported, imports inside its functions), top-level names."""
+    tree = ast.parse((REPO / "workflow" / "cmgems" / f"{name}.py").read_text())
+    at_import, inside = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found = {n if n.startswith("cmgems.") else n.split(".")[0] for n in names}
+        (at_import if node in tree.body else inside).update(found)
+    return at_import, inside
+
+
+def stage_imports(module: str, lazy: bool) -> set[str]:
+    """The third-party packages (PyPI names) `cmgems.<module>` imports, following cmgems modules; with
+    lazy, imports inside functions too."""
+    seen, todo, packages = set(), [module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not (REPO / "workflow" / "cmgems" / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        at_import, inside = module_imports(name)
+        for imported in at_import | (inside if lazy else set()):
+            if imported.startswith("cmgems."):
+                todo.append(imported.split(".")[1])
+            elif imported not in sys.stdlib_module_names and imported != "cmgems":
+                packages.add(IMPORT_TO_PYPI.get(imported, imported))
+    return packages
+
+
+def test_each_env_holds_what_its_stages_import():
+    """A rule's conda env provides every package its stage imports on start (cmgems modules followed),
+    and each env dependency is one its stages import (inside functions too) or one of INDIRECT."""
+    from cmgems.cli import STAGES
+
+    stages: dict[Path, set[str]] = {}
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^\s*rule\b", rules.read_text(), flags=re.M)[1:]:
+            env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+            stage = re.search(r"cmgems\.cli (\w+)", block)
+            if env and stage:
+                stages.setdefault((rules.parent / env.group(1)).resolve(), set()).add(STAGES[stage.group(1)][0].split(".")[1])
+    assert {env.name for env in stages} == {"core.yaml", "torch.yaml"}
+    for env, modules in stages.items():
+        provided = {CONDA_TO_PYPI.get(d.split("=")[0], d.split("=")[0]) for d in yaml.safe_load(env.read_text())["dependencies"]}
+        needed = set().union(*(stage_imports(m, lazy=False) for m in modules))
+        assert needed <= provided, (env.name, sorted(modules), sorted(needed - provided))
+        used = set().union(*(stage_imports(m, lazy=True) for m in modules)) | set(INDIRECT) | {"python"}
+        assert provided <= used, (env.name, sorted(modules), f"not imported by its stages: {sorted(provided - used)}")
 
 
 def test_paper_commands_follow_the_protocols(tmp_path, pack_specs):
