@@ -192,14 +192,6 @@ def count_buffer(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_n: 
     return dict(sorted(counts.items()))
 
 
-def count_sequences(seqs: list[bytes], max_n: int = 10, threads: int | None = None) -> Counts:
-    """Counts of every n-gram, n = 1..max_n, of a list of segments (bytes over ACGT)."""
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    ends = np.cumsum(lengths)
-    data = np.frombuffer(b"".join(seqs), dtype=np.uint8)
-    return count_buffer(data, ends - lengths, ends, max_n, threads)
-
-
 def read_segments(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The segments of a cleaned contig file: data (uint8 ASCII), starts and ends (int64) into it."""
     column = read_parquet(path, ["sequence"], "column 'sequence' of a contig file").column("sequence")
