@@ -165,6 +165,8 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     "gue-task-parent": (edit(["gue", "tasks", "demo_tata", "path"], "a/../../x"), "gue.tasks.demo_tata.path: 'a/../../x' does not match"),
     "gue-path-braces": (edit(["gue", "path"], "GUE/{x}"), "gue.path: 'GUE/{x}' does not match"),
     "gue-md5": (lambda c: c["gue"].update(url="https://example.org/GUE.zip", md5="xyz"), "gue.md5: 'xyz' does not match"),
+    "gue-url-scheme": (lambda c: c["gue"].update(url="sftp://example.org/GUE.zip", md5="0" * 32),
+                       "gue.url: 'sftp://example.org/GUE.zip' does not match"),
     "pool-and-pooled": (edit(["fewshot", "datasets", "demo_prom", "pooled"], {10: "x.csv"}),
                         "fewshot.datasets.demo_prom: both pool and pooled are given"),
     "no-pool": (edit(["fewshot", "datasets", "demo_prom", "pool"], delete=True), "fewshot.datasets.demo_prom: give pool"),
@@ -229,6 +231,33 @@ def test_schema_masking_options_models_and_contigs_follow_the_code():
                 except CmgemsError:
                     accepted = False
                 assert validator.is_valid({name: {key: value}}) == accepted, (name, key, value)
+
+
+def test_schema_values_that_modules_hold_are_the_modules():
+    """The schema's PMI definitions, fine-tuning selection criteria, URL schemes and checksum formats
+    are those of cmgems.pmi, cmgems.finetune and cmgems.download (masking and models: above)."""
+    from cmgems import download, finetune, pmi
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["pmi"]["properties"]["definition"]["enum"] == list(pmi.DEFINITIONS)
+    assert schema["properties"]["gue"]["properties"]["select_by"]["enum"] == list(finetune.SELECT_BY)
+    definitions = schema["definitions"]
+    assert definitions["url"]["pattern"] == f"^({'|'.join(download.URL_SCHEMES)})://"
+    for name, checksum in {"md5": download.MD5, "git_blob_sha1": download.GIT_BLOB_SHA1}.items():
+        assert definitions[name]["pattern"] == f"^[0-9a-f]{{{checksum.digits}}}$"
+
+    def patterns(node):
+        if isinstance(node, dict):
+            yield from [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+            for value in node.values():
+                yield from patterns(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from patterns(value)
+
+    shared = {definitions[name]["pattern"] for name in ("url", "md5", "git_blob_sha1")}
+    copies = [p for p in patterns(schema) if p not in shared and ("://" in p or "[0-9a-f]{" in p)]
+    assert not copies, f"URL or checksum patterns not taken from the definitions: {copies}"
 
 
 def test_lint_has_no_findings():
