@@ -58,7 +58,7 @@ def gzip_floor(fasta: Path) -> float:
 
 
 def fasta_read_floor(fasta: Path) -> float:
-    """Seconds to stream the FASTA's records alone (genome.read_fasta: pysam/htslib + bytes)."""
+    """Seconds to stream the FASTA's records alone (genome.read_fasta)."""
     t0 = time.perf_counter()
     for _ in genome.read_fasta(fasta):
         pass

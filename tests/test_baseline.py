@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cmgems import cli
 from cmgems.baseline import kmer_features
 from cmgems.labelled import write_labelled
-from cmgems.metrics import classification_metrics, read_predictions
+from cmgems.metrics import classification_metrics
 
 
 def test_kmer_features_hand_counted():
@@ -58,7 +59,8 @@ def test_cv_path_and_bad_input(tmp_path, capsys):
         and len(result["settings"]["C_scores"]) == 5
     )
     assert result["metrics"]["mcc"] == 1.0
-    labels_, preds, scores = read_predictions(out / "predictions.parquet")
+    pred = pd.read_parquet(out / "predictions.parquet")
+    labels_, preds, scores = pred["label"].to_numpy(), pred["prediction"].to_numpy(), pred.filter(regex="^score_").to_numpy()
     assert result["metrics"] == classification_metrics(labels_, preds, scores)
     (tmp_path / "bad.csv").write_text("sequence,label\nACGTACGT,0\nACGTACGT,zero\n")
     bad_out = tmp_path / "bad_run"

@@ -1,12 +1,10 @@
-"""cmgems.fewshot: published files fetched and checked by git blob SHA-1, seeded per-class draws,
-GeneMask's pooled runs (real files), aggregation of runs."""
+"""cmgems.fewshot: the paper's pinned published files, the `fetch` CLI, seeded per-class draws,
+GeneMask's pooled runs (real files)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,9 @@ import pytest
 import yaml
 
 from cmgems import cli
+from cmgems.download import git_blob_sha1
 from cmgems.errors import CmgemsError
-from cmgems.fewshot import aggregate, fetch, git_blob_sha1, pooled_indices, sample_indices
+from cmgems.fewshot import pooled_indices, sample_indices
 from cmgems.labelled import read_labelled, write_labelled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,44 +36,6 @@ def fewshot_cli(out: Path, *args: str):
     return read_labelled(out)
 
 
-# ------------------------------------------------------------------------------ published files
-def test_git_blob_sha1_is_git_hash_object(tmp_path):
-    for i, data in enumerate([b"", b"sequence\tlabel\n", bytes(range(256)) * 5000]):
-        path = tmp_path / f"f{i}"
-        path.write_bytes(data)
-        git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
-        assert git_blob_sha1(path) == git.stdout.strip()
-    assert git_blob_sha1(tmp_path / "f0") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's empty blob
-
-
-def test_fetch_checks_the_git_blob_sha1(http_folder, tmp_path, capsys):
-    folder, url = http_folder
-    data = b'"sequence"\t"label"\n"ACGTAC CGTACG"\t1\n' * 50
-    (folder / "train.tsv").write_bytes(data)
-    sha1 = git_blob_sha1(folder / "train.tsv")
-    out = tmp_path / "sets" / "train.tsv"
-    assert cli.main(["fewshot", "fetch", "--url", f"{url}/train.tsv", "--sha1", sha1, "--out", str(out)]) == 0
-    assert out.read_bytes() == data
-    wrong = tmp_path / "wrong.tsv"
-    with pytest.raises(CmgemsError, match=f"{url}/train.tsv: git blob SHA-1 {sha1}, expected {'0' * 40}"):
-        fetch(f"{url}/train.tsv", "0" * 40, wrong)
-    with pytest.raises(CmgemsError, match="HTTP 404"):
-        fetch(f"{url}/absent.tsv", sha1, wrong, retries=0)
-    with pytest.raises(CmgemsError, match="40 hex digits"):
-        fetch(f"{url}/train.tsv", "f2fffead", wrong)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sets"]  # no output, no .part left
-
-
-def test_fetch_refuses_a_git_lfs_pointer(http_folder, tmp_path):
-    """A raw URL of a file kept in Git LFS serves the pointer, whose blob SHA-1 is the one the tree lists."""
-    folder, url = http_folder
-    pointer = (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 7424015\n")
-    (folder / "big.tsv").write_bytes(pointer)
-    with pytest.raises(CmgemsError, match="is a Git LFS pointer"):
-        fetch(f"{url}/big.tsv", git_blob_sha1(folder / "big.tsv"), tmp_path / "big.tsv")
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.realdata
 def test_paper_sources_pin_the_published_files(shared_data, http_folder, tmp_path):
     """Every file of the paper config's sources that ../shared/data holds has the pinned blob SHA-1,
@@ -92,8 +53,22 @@ def test_paper_sources_pin_the_published_files(shared_data, http_folder, tmp_pat
     assert checked >= 20
     folder, url = http_folder
     shutil.copy(shared_data / "fewshot" / "silencer" / "10" / "train.tsv", folder / "train.tsv")
-    out = fetch(f"{url}/train.tsv", sources["silencer"]["files"]["silencer/10/train.tsv"], tmp_path / "train.tsv")
+    out, sha1 = tmp_path / "train.tsv", sources["silencer"]["files"]["silencer/10/train.tsv"]
+    assert cli.main(["fewshot", "fetch", "--url", f"{url}/train.tsv", "--sha1", sha1, "--out", str(out)]) == 0
     assert out.read_bytes() == (shared_data / "fewshot" / "silencer" / "10" / "train.tsv").read_bytes()
+
+
+def test_fetch_cli_writes_only_the_pinned_file(http_folder, tmp_path, capsys):
+    folder, url = http_folder
+    data = b'"sequence"\t"label"\n"ACGTAC CGTACG"\t1\n' * 50
+    (folder / "train.tsv").write_bytes(data)
+    sha1 = git_blob_sha1(folder / "train.tsv")
+    out = tmp_path / "sets" / "train.tsv"
+    assert cli.main(["fewshot", "fetch", "--url", f"{url}/train.tsv", "--sha1", sha1, "--out", str(out)]) == 0
+    assert out.read_bytes() == data
+    assert cli.main(["fewshot", "fetch", "--url", f"{url}/train.tsv", "--sha1", "0" * 40, "--out", str(out) + "2"]) == 1
+    assert "git blob SHA-1 mismatch" in capsys.readouterr().err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["train.tsv"]
 
 
 # ------------------------------------------------------------------------------------ few-shot sets
@@ -166,39 +141,3 @@ def test_pooled_cli_splice40(shared_data, tmp_path):
         fewshot_cli(tmp_path / f"run{run}.csv", "pooled", "--file", single, "--shots", "10", "--run", str(run))
     assert (tmp_path / "run0.csv").read_bytes() == (tmp_path / "run7.csv").read_bytes()
     assert read_labelled(tmp_path / "run0.csv")[0] == read_labelled(single)[0]
-
-
-def test_aggregate(tmp_path):
-    files = []
-    for i, (dataset, mcc) in enumerate(
-        [("Splice-40", 0.2), ("Splice-40", 0.4), ("Splice-40", 0.9), ("Prom-core", 0.5)]
-    ):
-        meta = {
-            "kind": "fewshot",
-            "dataset": dataset,
-            "shots": 10,
-            "model": "tiny",
-            "masking": "genemask",
-            "steps": 200,
-            "seed": i,
-        }
-        if dataset == "Splice-40" and i == 2:
-            meta["masking"] = "random"
-        path = tmp_path / f"m{i}.json"
-        path.write_text(
-            json.dumps({**meta, "metrics": {"mcc": mcc, "accuracy": mcc + 0.1, "f1_macro": mcc + 0.2}})
-        )
-        files.append(path)
-    table = aggregate(files)
-    assert list(table.columns[:6]) == ["dataset", "shots", "model", "masking", "steps", "n"]
-    row = table[(table.dataset == "Splice-40") & (table.masking == "genemask")].iloc[0]
-    assert (
-        row.n == 2
-        and row.mcc_mean == pytest.approx(0.3)
-        and row.mcc_sd == pytest.approx(np.std([0.2, 0.4], ddof=1))
-    )
-    assert row.f1_macro_mean == pytest.approx(0.5)
-    single = table[table.dataset == "Prom-core"].iloc[0]
-    assert single.n == 1 and np.isnan(single.mcc_sd)
-    assert len(table) == 3
-    assert aggregate([]).empty

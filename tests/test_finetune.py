@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from cmgems import cli, kmers
 from cmgems.errors import CmgemsError
 from cmgems.finetune import Settings, finetune, make_tiny_model, read_k
 from cmgems.labelled import read_labelled, write_labelled
-from cmgems.metrics import classification_metrics, read_predictions
+from cmgems.metrics import classification_metrics
 
 RECORD_KEYS = {
     "metrics",
@@ -54,7 +55,8 @@ def check_outputs(out, n_test):
     """metrics.json has its fields, and its metrics equal those recomputed from predictions.parquet."""
     result = json.loads((out / "metrics.json").read_text())
     assert RECORD_KEYS <= result.keys() and set(result["metrics"]) == METRICS
-    labels, preds, scores = read_predictions(out / "predictions.parquet")
+    pred = pd.read_parquet(out / "predictions.parquet")
+    labels, preds, scores = pred["label"].to_numpy(), pred["prediction"].to_numpy(), pred.filter(regex="^score_").to_numpy()
     assert len(labels) == result["n_test"] == n_test
     assert np.array_equal(preds, scores.argmax(axis=1)) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
     assert result["metrics"] == classification_metrics(labels, preds, scores)
@@ -281,7 +283,8 @@ def test_kept_weights_are_those_of_the_selected_evaluation(tiny, planted_sets, t
     assert [e["step"] for e in history] == [2, 4, 6, 8, 10]  # not 11, the last step
     pick = (min(history, key=lambda e: e["loss"]) if select_by == "loss" else max(history, key=lambda e: e["mcc"]))
     assert result["best_step"] == pick["step"] and result["selection"]["rule"] == f"dev {select_by}"
-    labels, _, scores = read_predictions(tmp_path / "run" / "predictions.parquet")
+    pred = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    labels, scores = pred["label"].to_numpy(), pred.filter(regex="^score_").to_numpy()
     test_loss = -np.log(scores[np.arange(len(labels)), labels]).mean()
     assert test_loss == pytest.approx(pick["loss"], rel=1e-4)
     assert result["metrics"]["mcc"] == pytest.approx(pick["mcc"])

@@ -1,14 +1,12 @@
-"""cmgems.genome: resumable md5-checked download; FASTA -> cleaned N-free Parquet segments."""
+"""cmgems.genome: FASTA -> cleaned N-free Parquet segments."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,119 +16,6 @@ import pytest
 from cmgems import cli, genome
 from cmgems.atomic import OWNED
 from cmgems.errors import CmgemsError
-
-PAYLOAD = bytes(range(256)) * 4000  # 1 MB
-PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------- server
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at /file (honours Range) and /flaky (the first GET stops half way, then Range)."""
-
-    ranges: list[str | None] = []
-    flaky_failures = 0
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_GET(self):
-        if self.path not in ("/file", "/flaky"):
-            self.send_error(404)
-            return
-        header = self.headers.get("Range")
-        type(self).ranges.append(header)
-        start = int(header.removeprefix("bytes=").rstrip("-")) if header else 0
-        body = PAYLOAD[start:]
-        self.send_response(206 if header else 200)
-        if header:
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.path == "/flaky" and type(self).flaky_failures == 0:
-            type(self).flaky_failures += 1
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-
-@pytest.fixture()
-def server():
-    Handler.ranges, Handler.flaky_failures = [], 0
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-# ---------------------------------------------------------------------------------------- download
-
-
-def test_download_http(server, tmp_path):
-    out = genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
-    assert out.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fa.gz"]
-
-
-def test_download_resumes_a_dropped_connection(server, tmp_path):
-    out = genome.download(f"{server}/flaky", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
-    assert out.read_bytes() == PAYLOAD
-    assert Handler.ranges == [None, f"bytes={len(PAYLOAD) // 2}-"]
-    assert not (tmp_path / "g.fa.gz.part").exists()
-
-
-def test_download_resumes_an_existing_part_file(server, tmp_path):
-    (tmp_path / "g.fa.gz.part").write_bytes(PAYLOAD[:1000])
-    genome.download(f"{server}/file", PAYLOAD_MD5.upper(), tmp_path / "g.fa.gz", backoff=0)
-    assert (tmp_path / "g.fa.gz").read_bytes() == PAYLOAD
-    assert Handler.ranges == ["bytes=1000-"]
-
-
-def test_download_md5_mismatch_leaves_nothing(server, tmp_path):
-    url, wrong = f"{server}/file", "0" * 32
-    with pytest.raises(CmgemsError) as err:
-        genome.download(url, wrong, tmp_path / "g.fa.gz", backoff=0)
-    assert url in str(err.value) and wrong in str(err.value) and PAYLOAD_MD5 in str(err.value)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_md5_mismatch_after_resuming_a_stale_part_says_so(server, tmp_path):
-    (tmp_path / "g.fa.gz.part").write_bytes(b"not the start of the file" * 40)  # 1,000 bytes
-    with pytest.raises(CmgemsError) as err:
-        genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)
-    assert Handler.ranges == ["bytes=1000-"]
-    assert "md5 mismatch" in str(err.value)
-    assert f"the download resumed {tmp_path / 'g.fa.gz.part'}, left by an earlier run (1,000 bytes)" in str(err.value)
-    assert "it is deleted now, so running again downloads the whole file" in str(err.value)
-    assert list(tmp_path.iterdir()) == []
-    genome.download(f"{server}/file", PAYLOAD_MD5, tmp_path / "g.fa.gz", backoff=0)  # ... and it does
-    assert (tmp_path / "g.fa.gz").read_bytes() == PAYLOAD
-
-
-def test_download_http_error_is_not_retried(server, tmp_path):
-    with pytest.raises(CmgemsError, match="404"):
-        genome.download(f"{server}/missing", PAYLOAD_MD5, tmp_path / "g", backoff=0)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_file_url_and_cli(tmp_path):
-    src = tmp_path / "src.bin"
-    src.write_bytes(PAYLOAD)
-    out = tmp_path / "out" / "copy.bin"
-    assert (
-        cli.main(["genome", "download", "--url", src.as_uri(), "--md5", PAYLOAD_MD5, "--out", str(out)]) == 0
-    )
-    assert out.read_bytes() == PAYLOAD
-    assert (
-        cli.main(["genome", "download", "--url", src.as_uri(), "--md5", "1" * 32, "--out", str(out) + "2"])
-        == 1
-    )
-    assert sorted(p.name for p in out.parent.iterdir()) == ["copy.bin"]
 
 
 # ---------------------------------------------------------------------------------------- contigs
@@ -337,17 +222,6 @@ def test_contig_names_that_cannot_be_file_names(tmp_path, capsys, name):
         cli.main(["genome", "contigs", "--fasta", str(fasta), "--out-dir", str(fasta.parent / "out"), "--contigs", "chr1", name])
     assert exit_.value.code == 2 and "cannot be a file name" in capsys.readouterr().err
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside the output folder or outside it
-
-
-def test_download_arguments_are_checked_first(tmp_path, capsys):
-    with pytest.raises(CmgemsError, match="the URL must start with one of http://, https://, ftp://, file://"):
-        genome.download("example.org/g.fa.gz", PAYLOAD_MD5, tmp_path / "g.fa.gz")
-    with pytest.raises(CmgemsError, match="retries must be >= 0"):
-        genome.download("https://example.org/g.fa.gz", PAYLOAD_MD5, tmp_path / "g.fa.gz", retries=-1)
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["genome", "download", "--url", "https://example.org/g", "--md5", PAYLOAD_MD5, "--out", "g", "--retries", "-1"])
-    assert exit_.value.code == 2 and "--retries: must be >= 0, got -1" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_output_paths_and_file_system_errors_are_one_line(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cmgems.fewshot import git_blob_sha1
+from cmgems.download import git_blob_sha1
 from cmgems.labelled import read_labelled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +165,8 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     "gue-task-parent": (edit(["gue", "tasks", "demo_tata", "path"], "a/../../x"), "gue.tasks.demo_tata.path: 'a/../../x' does not match"),
     "gue-path-braces": (edit(["gue", "path"], "GUE/{x}"), "gue.path: 'GUE/{x}' does not match"),
     "gue-md5": (lambda c: c["gue"].update(url="https://example.org/GUE.zip", md5="xyz"), "gue.md5: 'xyz' does not match"),
+    "gue-url-scheme": (lambda c: c["gue"].update(url="sftp://example.org/GUE.zip", md5="0" * 32),
+                       "gue.url: 'sftp://example.org/GUE.zip' does not match"),
     "pool-and-pooled": (edit(["fewshot", "datasets", "demo_prom", "pooled"], {10: "x.csv"}),
                         "fewshot.datasets.demo_prom: both pool and pooled are given"),
     "no-pool": (edit(["fewshot", "datasets", "demo_prom", "pool"], delete=True), "fewshot.datasets.demo_prom: give pool"),
@@ -230,6 +233,33 @@ def test_schema_masking_options_models_and_contigs_follow_the_code():
                 assert validator.is_valid({name: {key: value}}) == accepted, (name, key, value)
 
 
+def test_schema_values_that_modules_hold_are_the_modules():
+    """The schema's PMI definitions, fine-tuning selection criteria, URL schemes and checksum formats
+    are those of cmgems.pmi, cmgems.finetune and cmgems.download (masking and models: above)."""
+    from cmgems import download, finetune, pmi
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["pmi"]["properties"]["definition"]["enum"] == list(pmi.DEFINITIONS)
+    assert schema["properties"]["gue"]["properties"]["select_by"]["enum"] == list(finetune.SELECT_BY)
+    definitions = schema["definitions"]
+    assert definitions["url"]["pattern"] == f"^({'|'.join(download.URL_SCHEMES)})://"
+    for name, checksum in {"md5": download.MD5, "git_blob_sha1": download.GIT_BLOB_SHA1}.items():
+        assert definitions[name]["pattern"] == f"^[0-9a-f]{{{checksum.digits}}}$"
+
+    def patterns(node):
+        if isinstance(node, dict):
+            yield from [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+            for value in node.values():
+                yield from patterns(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from patterns(value)
+
+    shared = {definitions[name]["pattern"] for name in ("url", "md5", "git_blob_sha1")}
+    copies = [p for p in patterns(schema) if p not in shared and ("://" in p or "[0-9a-f]{" in p)]
+    assert not copies, f"URL or checksum patterns not taken from the definitions: {copies}"
+
+
 def test_lint_has_no_findings():
     result = snakemake("--lint", "--configfile", str(REPO / "config/demo.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -293,6 +323,66 @@ def test_envs_and_pyproject_pin_the_versions_the_tests_run_with():
             if Version(installed).release[:2] != Version(pinned).release[:2]:
                 drift.append(f"{env.name}: {name}={pinned}, the tests run {installed}")
     assert not drift, "\n".join(drift)
+
+
+# Stage dependencies that no module imports by name: what they are needed for.
+INDIRECT = {"safetensors": "transformers' model files (use_safetensors=True)", "tensorboard": "torch.utils.tensorboard"}
+IMPORT_TO_PYPI = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def module_imports(name: str) -> tuple[set[str], set[str]]:
+    """(imports run when module `cmgems.<name>` is imported, imports inside its functions), top-level names."""
+    tree = ast.parse((REPO / "workflow" / "cmgems" / f"{name}.py").read_text())
+    at_import, inside = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found = {n if n.startswith("cmgems.") else n.split(".")[0] for n in names}
+        (at_import if node in tree.body else inside).update(found)
+    return at_import, inside
+
+
+def stage_imports(module: str, lazy: bool) -> set[str]:
+    """The third-party packages (PyPI names) `cmgems.<module>` imports, following cmgems modules; with
+    lazy, imports inside functions too."""
+    seen, todo, packages = set(), [module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not (REPO / "workflow" / "cmgems" / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        at_import, inside = module_imports(name)
+        for imported in at_import | (inside if lazy else set()):
+            if imported.startswith("cmgems."):
+                todo.append(imported.split(".")[1])
+            elif imported not in sys.stdlib_module_names and imported != "cmgems":
+                packages.add(IMPORT_TO_PYPI.get(imported, imported))
+    return packages
+
+
+def test_each_env_holds_what_its_stages_import():
+    """A rule's conda env provides every package its stage imports on start (cmgems modules followed),
+    and each env dependency is one its stages import (inside functions too) or one of INDIRECT."""
+    from cmgems.cli import STAGES
+
+    stages: dict[Path, set[str]] = {}
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^\s*rule\b", rules.read_text(), flags=re.M)[1:]:
+            env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+            stage = re.search(r"cmgems\.cli (\w+)", block)
+            if env and stage:
+                stages.setdefault((rules.parent / env.group(1)).resolve(), set()).add(STAGES[stage.group(1)][0].split(".")[1])
+    assert {env.name for env in stages} == {"core.yaml", "torch.yaml"}
+    for env, modules in stages.items():
+        provided = {CONDA_TO_PYPI.get(d.split("=")[0], d.split("=")[0]) for d in yaml.safe_load(env.read_text())["dependencies"]}
+        needed = set().union(*(stage_imports(m, lazy=False) for m in modules))
+        assert needed <= provided, (env.name, sorted(modules), sorted(needed - provided))
+        used = set().union(*(stage_imports(m, lazy=True) for m in modules)) | set(INDIRECT) | {"python"}
+        assert provided <= used, (env.name, sorted(modules), f"not imported by its stages: {sorted(provided - used)}")
 
 
 def test_paper_commands_follow_the_protocols(tmp_path, pack_specs):

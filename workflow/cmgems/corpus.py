@@ -35,6 +35,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cmgems.arrow_io import (
+    SEQUENCE_SCHEMA,
+    binary_array,
+    binary_buffers,
+    read_parquet,
+    table_meta,
+    write_sequence_table,
+)
 from cmgems.atomic import atomic_output, write_json
 from cmgems.errors import CmgemsError
 
@@ -44,16 +52,7 @@ MAX_OFFSET = 1000
 ROW_GROUP_ROWS = 8192
 TRAINING_INDEX = "train.arrow"  # the training split, memory-mappable (write_training_index)
 SPLITS = ("train", "validation")
-CHUNK_SCHEMA = pa.schema(
-    [
-        ("contig", pa.string()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("sequence", pa.binary()),
-        ("hash", pa.uint64()),
-    ]
-)
-OUTPUT_COLUMNS = ["contig", "start", "end", "sequence"]
+CHUNK_SCHEMA = SEQUENCE_SCHEMA.append(pa.field("hash", pa.uint64()))
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -74,33 +73,6 @@ def sequence_hashes(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.frombuffer(digest, dtype="<u8").astype(np.uint64)
 
 
-def binary_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(data uint8, offsets int64 of length n + 1) of a binary array, offsets relative to data."""
-    array = array.cast(pa.large_binary())
-    _, offsets_buf, data_buf = array.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-    return data, offsets
-
-
-def binary_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
-    """A pa.binary() array from concatenated bytes and n + 1 offsets."""
-    return pa.Array.from_buffers(
-        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
-    )
-
-
-def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    try:
-        return pq.read_table(path, columns=columns)
-    except (OSError, pa.ArrowException) as err:
-        raise CmgemsError(f"cannot read Parquet file {path}: {err}") from err
-
-
-def table_meta(table: pa.Table) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k != b"ARROW:schema"}
-
-
 def parse_value(text: str):
     """A metadata value as the number or boolean it spells (JSON), else the string itself."""
     try:
@@ -112,17 +84,6 @@ def parse_value(text: str):
 def contig_name(table: pa.Table, path: str | os.PathLike) -> str:
     """The contig of a per-contig Parquet file: its `contig` metadata, else the file name."""
     return table_meta(table).get("contig") or Path(path).name.removesuffix(".parquet")
-
-
-def write_parquet(table: pa.Table, path: Path, meta: dict[str, str]) -> None:
-    pq.write_table(
-        table.replace_schema_metadata({k.encode(): str(v).encode() for k, v in meta.items()}),
-        path,
-        compression="zstd",
-        row_group_size=ROW_GROUP_ROWS,
-        use_dictionary=["contig"],
-        write_statistics=["contig", "start", "end"],
-    )
 
 
 # ---------------------------------------------------------------------------------------- chunking
@@ -234,7 +195,7 @@ def chunk_contig(
         "splice_n": meta.get("splice_n", "false"),
     }
     with atomic_output(out) as tmp:
-        write_parquet(chunks, tmp, params)
+        write_sequence_table(chunks, tmp, params, ROW_GROUP_ROWS)
     log.info("%s: %d chunks, %d bp", contig, chunks.num_rows, split_stats(chunks, k)["bases"])
     return chunks.num_rows
 
@@ -306,8 +267,8 @@ def finalize(
             entry = {"duplicates": int(len(keep) - keep.sum())}
             duplicates += entry["duplicates"]
             for split, mask in zip(SPLITS, (keep & ~to_validation, keep & to_validation)):
-                part = table.select(OUTPUT_COLUMNS).take(np.flatnonzero(mask))
-                write_parquet(part, tmp / split / f"{contig}.parquet", {"contig": contig, "k": k})
+                part = table.select(SEQUENCE_SCHEMA.names).take(np.flatnonzero(mask))
+                write_sequence_table(part, tmp / split / f"{contig}.parquet", {"contig": contig, "k": k}, ROW_GROUP_ROWS)
                 entry[split] = split_stats(part, k)
                 for key, value in entry[split].items():
                     totals[split][key] += value
@@ -370,7 +331,7 @@ def write_training_index(corpus_dir: str | os.PathLike) -> str:
     for column in columns():
         data, offsets = binary_buffers(column)
         lengths.update(np.diff(offsets).astype("<i8").tobytes())
-        sequences.update(data[offsets[0] : offsets[-1]])
+        sequences.update(data)
     digest = hashlib.sha256(lengths.digest() + sequences.digest()).hexdigest()
     schema = pa.schema([("sequence", pa.large_binary())], metadata={"digest": digest})
     with atomic_output(Path(corpus_dir, TRAINING_INDEX)) as tmp:

@@ -1,6 +1,5 @@
-"""Few-shot training sets: the published files fetched at a pinned commit (checked by their git blob
-SHA-1), seeded draws of N sequences per class, GeneMask's published pooled sets, and the aggregation
-of finished runs (mean, sd, n per dataset/shots/model/masking/steps).
+"""Few-shot training sets: seeded draws of N sequences per class, GeneMask's published pooled sets,
+and the published files fetched at a pinned commit (`cmgems.download`, checked by their git blob SHA-1).
 
 GeneMask's pooled files (Splice-40 and silencer train files) hold the rows of 10 runs, shuffled:
 their totals are exactly shots x runs per class, the files hold no sequence twice across runs, but
@@ -13,66 +12,16 @@ exactly `shots` sequences per class, disjoint runs, and the whole file over the 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import os
-import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from cmgems.download import GIT_BLOB_SHA1, download
 from cmgems.errors import CmgemsError
-from cmgems.genome import _fetch_retrying
 from cmgems.labelled import read_labelled, write_labelled
 
 log = logging.getLogger(__name__)
-
-LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # first line of a Git LFS pointer file
-
-GROUP_KEYS = ("dataset", "shots", "model", "masking", "steps")
-AGGREGATED_METRICS = ("mcc", "accuracy", "f1_macro")
-
-
-# ------------------------------------------------------------------------------ published files
-def git_blob_sha1(path: str | Path) -> str:
-    """Git's object id of a file, as `git hash-object` prints it and a repository's tree lists it:
-    the SHA-1 of b"blob <size in bytes>\\0" followed by the file's bytes (hex)."""
-    path = Path(path)
-    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch(url: str, sha1: str, out: str | Path, retries: int = 5) -> Path:
-    """Download a published file to `out` (resumed and retried from `<out>.part`) and rename it into
-    place only once its git blob SHA-1 equals `sha1`; on a mismatch, or when the file is a Git LFS
-    pointer rather than the data, the part file is deleted and CmgemsError names the URL."""
-    sha1 = sha1.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{40}", sha1):
-        raise CmgemsError(f"not a git blob SHA-1 (40 hex digits): {sha1!r}")
-    if retries < 0:
-        raise CmgemsError(f"retries must be >= 0, got {retries}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
-    _fetch_retrying(url, part, retries, backoff=1.0, timeout=60.0)  # the genome download's HTTP client
-    actual = git_blob_sha1(part)
-    if actual != sha1:
-        part.unlink()
-        raise CmgemsError(f"{url}: git blob SHA-1 {actual}, expected {sha1} (not the pinned file); nothing written to {out}")
-    with open(part, "rb") as fh:
-        pointer = fh.read(len(LFS_POINTER)) == LFS_POINTER
-    if pointer:
-        part.unlink()
-        raise CmgemsError(f"{url}: is a Git LFS pointer, not the data; its content is served by "
-                          "media.githubusercontent.com/media/OWNER/REPO/COMMIT/PATH and checked by the pointer's sha256")
-    os.replace(part, out)
-    log.info("%s -> %s (git blob %s)", url, out, sha1)
-    return out
 
 
 # ------------------------------------------------------------------------------------ few-shot sets
@@ -132,35 +81,6 @@ def pooled(file: str, shots: int, run: int, out: str) -> None:
     write_subset(sequences, labels, pooled_indices(labels, shots, run, file), out)
 
 
-# --------------------------------------------------------------------------------- aggregation
-def aggregate(metrics_files) -> pd.DataFrame:
-    """Per (dataset, shots, model, masking, steps): n and the mean and sd (ddof 1) of mcc, accuracy, f1_macro.
-
-    Keys are read from each metrics.json's top level (the --meta of the run); `dataset` falls back
-    to `task` (GUE runs). A missing key groups as None.
-    """
-    rows = []
-    for path in metrics_files:
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CmgemsError(f"{path}: cannot read metrics ({err})") from None
-        keys = {key: record.get(key) for key in GROUP_KEYS}
-        if keys["dataset"] is None:
-            keys["dataset"] = record.get("task")
-        rows.append({**keys, **{m: record["metrics"][m] for m in AGGREGATED_METRICS}})
-    columns = [*GROUP_KEYS, "n"] + [f"{m}_{stat}" for m in AGGREGATED_METRICS for stat in ("mean", "sd")]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows)
-    grouped = frame.groupby(list(GROUP_KEYS), dropna=False, sort=True)
-    out = grouped.agg(
-        n=("mcc", "size"),
-        **{f"{m}_{stat}": (m, stat.replace("sd", "std")) for m in AGGREGATED_METRICS for stat in ("mean", "sd")},
-    ).reset_index()
-    return out[columns]
-
-
 # ------------------------------------------------------------------------------------------- CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -169,7 +89,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sha1", required=True, help="its git blob SHA-1, as the repository's tree lists it (git ls-tree)")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--retries", type=int, default=5)
-    p.set_defaults(func=lambda a: fetch(a.url, a.sha1, a.out, a.retries))
+    p.set_defaults(func=lambda a: download(a.url, GIT_BLOB_SHA1, a.sha1, a.out, a.retries))
     p = sub.add_parser("sample", help="draw N sequences per class from a labelled pool (seeded)")
     p.add_argument("--pool", required=True, help="labelled file (CSV or GeneMask TSV)")
     p.add_argument("--shots", type=int, required=True, help="sequences per class")

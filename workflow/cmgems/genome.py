@@ -1,4 +1,5 @@
-"""Reference genome: download with resume and md5 check; clean FASTA contigs into N-free Parquet segments.
+"""Reference genome: clean FASTA contigs into N-free Parquet segments (`cmgems genome download` fetches
+the FASTA through `cmgems.download`, md5-checked).
 
 `write_contigs` streams a FASTA (plain, gzip or BGZF) one record at a time, so memory is bounded by
 the longest selected contig (about 5 bytes per base). Each selected contig is upper-cased (soft
@@ -15,34 +16,25 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import logging
 import os
 import re
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from cmgems.atomic import atomic_output, make_parent, remove_empty, write_json
+from cmgems.arrow_io import SEQUENCE_SCHEMA, binary_array, write_sequence_table
+from cmgems.atomic import atomic_output, write_json
 from cmgems.cli import argument, int_at_least
+from cmgems.download import MD5, download, file_digest
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 FASTA_BLOCK = 1 << 22
-RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
-URL_SCHEMES = ("http", "https", "ftp", "file")
 
 # Default selection: chr1-22, chrX, chrY (with or without the "chr" prefix, e.g. GRCh37's "20").
 PRIMARY_CONTIG = re.compile(r"(chr)?([1-9]|1[0-9]|2[0-2]|X|Y)")
@@ -59,127 +51,6 @@ CLEAN = bytes(CLEAN)
 ACGT_RUN = re.compile(rb"[ACGT]+")
 SEQUENCE_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but space: what a sequence line may hold
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # SAM spec 4.1.2
-
-SEGMENT_SCHEMA = pa.schema(
-    [("contig", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("sequence", pa.binary())]
-)
-
-
-# ---------------------------------------------------------------------------------------- download
-
-
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    """Hex digest of a file ('md5', 'sha256', ...), read in blocks."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, algorithm).hexdigest()
-
-
-def _fetch(url: str, part: Path, timeout: float) -> None:
-    """Append the rest of `url` to `part` (Range request from its size; restart if not honoured).
-
-    Raises OSError (incl. urllib errors and http.client.IncompleteRead) on a broken transfer.
-    """
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # nothing left to fetch: the part file is already whole
-            return
-        raise
-    with response:
-        resumed = have and getattr(response, "status", None) == 206
-        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-            part.unlink()
-            raise ConnectionError(f"server answered a resume from byte {have} with the wrong range")
-        if not resumed:
-            have = 0
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length is not None else None
-        got = 0
-        with (
-            open(part, "ab" if resumed else "wb") as fh,
-            tqdm(
-                total=None if expected is None else have + expected,
-                initial=have,
-                unit="B",
-                unit_scale=True,
-                desc=Path(part).name.removesuffix(".part"),
-                file=sys.stderr,
-                disable=None,
-            ) as bar,
-        ):
-            while block := response.read(CHUNK_BYTES):
-                fh.write(block)
-                got += len(block)
-                bar.update(len(block))
-    if expected is not None and got < expected:
-        raise ConnectionError(f"connection closed after {got} of {expected} bytes")
-
-
-def _fetch_retrying(url: str, part: Path, retries: int, backoff: float, timeout: float) -> None:
-    """_fetch, retried up to `retries` times after backoff * 2**attempt seconds; CmgemsError when all fail."""
-    if url.startswith("file:"):
-        retries = 0  # a local file does not get better by waiting
-    for attempt in range(retries + 1):
-        try:
-            _fetch(url, part, timeout)
-            return
-        except urllib.error.HTTPError as err:
-            if err.code not in RETRYABLE_HTTP or attempt == retries:
-                raise CmgemsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
-            reason = f"HTTP {err.code}"
-        except (OSError, ValueError) as err:  # URLError, IncompleteRead, timeouts, resets
-            if attempt == retries:
-                raise CmgemsError(f"download of {url} failed after {retries + 1} attempts: {err}") from err
-            reason = str(err)
-        wait = backoff * 2**attempt
-        log.warning("download of %s interrupted (%s); retrying in %.1f s", url, reason, wait)
-        time.sleep(wait)
-
-
-def download(
-    url: str,
-    md5: str,
-    out: str | os.PathLike,
-    retries: int = 5,
-    backoff: float = 1.0,
-    timeout: float = 60.0,
-) -> Path:
-    """Download `url` to `out`, resuming from `<out>.part`, and check its md5 before renaming it.
-
-    Broken transfers are retried up to `retries` times, sleeping backoff * 2**attempt seconds; the
-    .part file is kept when they all fail, so the next call resumes. An md5 mismatch deletes it (and
-    says whether the download had resumed from a .part file left by an earlier call).
-    http(s)://, ftp:// and file:// URLs (file:// is copied whole, without retries).
-    """
-    out = Path(out)
-    md5 = md5.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{32}", md5):
-        raise CmgemsError(f"not an md5 checksum (32 hex digits): {md5!r}")
-    if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:
-        raise CmgemsError(f"cannot download {url!r}: the URL must start with one of {', '.join(s + '://' for s in URL_SCHEMES)}")
-    if retries < 0:
-        raise CmgemsError(f"retries must be >= 0, got {retries}")
-    created = make_parent(out)
-    part = out.with_name(out.name + ".part")
-    stale = part.stat().st_size if part.is_file() else 0  # a resume from an earlier run
-    try:
-        _fetch_retrying(url, part, retries, backoff, timeout)
-        actual = file_digest(part, "md5")
-        if actual != md5:
-            part.unlink(missing_ok=True)
-            note = ""
-            if stale and not url.startswith("file:"):
-                note = (f"; the download resumed {part}, left by an earlier run ({stale:,} bytes), which may be what is"
-                        " wrong: it is deleted now, so running again downloads the whole file")
-            raise CmgemsError(f"md5 mismatch for {url}: expected {md5}, got {actual}{note}")
-    except BaseException:
-        if not part.exists():  # nothing to resume from: leave no folder behind either
-            remove_empty(created)
-        raise
-    os.replace(part, out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------- contigs
@@ -232,7 +103,7 @@ def segment_bounds(cleaned: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict]:
-    """The cleaned segments of one contig as a table (SEGMENT_SCHEMA) and its summary entry.
+    """The cleaned segments of one contig as a sequence table (SEQUENCE_SCHEMA) and its summary entry.
 
     The kept bases of all segments, in order, are the cleaned contig without its N; with splice_n
     they form one row (start 0, end = contig length).
@@ -246,18 +117,15 @@ def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict
         starts, ends = segment_bounds(cleaned)
         lengths = ends - starts
     del cleaned
-    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)  # contigs < 2 Gbp
-    sequences = pa.Array.from_buffers(
-        pa.binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(kept)]
-    )
+    offsets = np.concatenate(([0], np.cumsum(lengths)))  # contigs < 2 Gbp
     table = pa.table(
         {
             "contig": pa.array([name] * len(starts), pa.string()),
             "start": starts,
             "end": ends,
-            "sequence": sequences,
+            "sequence": binary_array(kept, offsets),
         },
-        schema=SEGMENT_SCHEMA,
+        schema=SEQUENCE_SCHEMA,
     )
     summary = {
         "length": len(seq),
@@ -266,17 +134,6 @@ def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict
         "bases_kept": len(kept),
     }
     return table, summary
-
-
-def write_segments(table: pa.Table, path: Path, name: str, splice_n: bool) -> None:
-    meta = {b"contig": name.encode(), b"splice_n": str(splice_n).lower().encode()}
-    pq.write_table(
-        table.replace_schema_metadata(meta),
-        path,
-        compression="zstd",
-        use_dictionary=["contig"],
-        write_statistics=["contig", "start", "end"],
-    )
 
 
 def open_fasta(path: Path) -> BinaryIO:
@@ -415,7 +272,8 @@ def write_contigs(
                 except CmgemsError as err:
                     raise CmgemsError(f"{fasta}: {err}") from None
                 del seq
-                write_segments(table, tmp / f"{name}.parquet", name, splice_n)
+                meta = {"contig": name, "splice_n": str(splice_n).lower()}
+                write_sequence_table(table, tmp / f"{name}.parquet", meta)
         if not order:
             raise CmgemsError(f"no FASTA records in {fasta}")
         selected = select_contigs(order, wanted, fasta)
@@ -440,7 +298,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     dl.add_argument("--md5", required=True, help="expected md5 (hex)")
     dl.add_argument("--out", required=True, help="output file")
     dl.add_argument("--retries", type=int_at_least(0), default=5)
-    dl.set_defaults(func=lambda a: download(a.url, a.md5, a.out, a.retries))
+    dl.set_defaults(func=lambda a: download(a.url, MD5, a.md5, a.out, a.retries))
     ct = sub.add_parser("contigs", help="clean FASTA contigs into N-free Parquet segments")
     ct.add_argument("--fasta", required=True, help="FASTA (plain, gzip or BGZF)")
     ct.add_argument("--out-dir", required=True)

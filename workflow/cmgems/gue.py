@@ -69,7 +69,7 @@ def unpack(archive_path: Path, out_dir: Path, expect: list[str]) -> None:
 
 def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     """Download the GUE archive (md5-checked, resumable) next to `out_dir`, unpack it, delete it."""
-    from cmgems.genome import download  # numpy and pyarrow: not at the workflow's import of task_group
+    from cmgems.download import MD5, download  # tqdm: not at the workflow's import of task_group
 
     out_dir = Path(out_dir)
     if os.path.lexists(out_dir) and not out_dir.is_dir():  # merged_output says so too, but after the download
@@ -77,7 +77,7 @@ def fetch(url: str, md5: str, out_dir: str | Path, expect: list[str]) -> None:
     archive = out_dir.parent / f".{out_dir.name}.zip"
     created = make_parent(out_dir)
     try:
-        download(url, md5, archive)
+        download(url, MD5, md5, archive)
         unpack(archive, out_dir, expect)
     except BaseException:
         archive.unlink(missing_ok=True)

@@ -15,8 +15,6 @@ from sklearn import metrics as skm
 
 from cmgems.errors import CmgemsError
 
-METRIC_NAMES = ("mcc", "accuracy", "f1_macro", "precision_macro", "recall_macro", "auc")
-
 
 def auc_score(y_true: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC from class scores (N, C): positive-class score if C == 2, else one-vs-rest macro.
@@ -73,14 +71,6 @@ def predictions_table(labels: np.ndarray, scores: np.ndarray) -> pa.Table:
     }
     columns.update({f"score_{c}": pa.array(scores[:, c]) for c in range(scores.shape[1])})
     return pa.table(columns)
-
-
-def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels (N,), predictions (N,), scores (N, C) float32) from a predictions.parquet."""
-    table = pq.read_table(path)
-    score_cols = sorted((c for c in table.column_names if c.startswith("score_")), key=lambda c: int(c[6:]))
-    scores = np.stack([table[c].to_numpy() for c in score_cols], axis=1)
-    return table["label"].to_numpy(), table["prediction"].to_numpy(), scores
 
 
 def write_results(folder: Path, meta: dict, labels: np.ndarray, scores: np.ndarray, record: dict) -> dict:

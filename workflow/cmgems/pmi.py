@@ -31,6 +31,7 @@ from numba import njit, prange
 from tqdm import tqdm
 
 from cmgems import kmers
+from cmgems.arrow_io import binary_buffers, read_parquet
 from cmgems.atomic import atomic_output
 from cmgems.errors import CmgemsError
 
@@ -63,18 +64,9 @@ def ngram_strings(codes: np.ndarray, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(len(codes), pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()))
 
 
-def _binary_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Data bytes (uint8) and offsets (int64, length M + 1, relative to the data) of a string/binary array."""
-    array = pc.cast(array, pa.large_binary())
-    _, offsets_buf, data_buf = array.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-    return data[offsets[0] : offsets[-1]], offsets - offsets[0]
-
-
 def ngram_codes(strings: pa.Array | list[str], n: int, where: str = "n-grams") -> np.ndarray:
     """Count codes (int64, shape (M,)) of M n-gram strings, all of length n over ACGT."""
-    data, offsets = _binary_buffers(pa.array(strings) if isinstance(strings, list) else strings)
+    data, offsets = binary_buffers(pa.array(strings) if isinstance(strings, list) else strings)
     if not (np.diff(offsets) == n).all():
         raise CmgemsError(f"{where}: an n-gram's length differs from its n = {n}")
     digits = COUNT_CODE[data].reshape(-1, n).astype(np.int64)
@@ -200,23 +192,12 @@ def count_buffer(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_n: 
     return dict(sorted(counts.items()))
 
 
-def count_sequences(seqs: list[bytes], max_n: int = 10, threads: int | None = None) -> Counts:
-    """Counts of every n-gram, n = 1..max_n, of a list of segments (bytes over ACGT)."""
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    ends = np.cumsum(lengths)
-    data = np.frombuffer(b"".join(seqs), dtype=np.uint8)
-    return count_buffer(data, ends - lengths, ends, max_n, threads)
-
-
 def read_segments(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The segments of a cleaned contig file: data (uint8 ASCII), starts and ends (int64) into it."""
-    try:
-        column = pq.read_table(path, columns=["sequence"]).column("sequence")
-    except (OSError, KeyError, pa.ArrowInvalid) as err:
-        raise CmgemsError(f"{path}: cannot read column 'sequence' of a contig file: {err}") from err
+    column = read_parquet(path, ["sequence"], "column 'sequence' of a contig file").column("sequence")
     if column.null_count:
         raise CmgemsError(f"{path}: column 'sequence' holds nulls")
-    data, offsets = _binary_buffers(column.combine_chunks())
+    data, offsets = binary_buffers(column.combine_chunks())
     return data, offsets[:-1], offsets[1:]
 
 
@@ -260,10 +241,7 @@ def read_counts(path: str | Path) -> Counts:
     Raises CmgemsError naming the file for missing columns, bad n-grams or counts, duplicate
     n-grams, or no n = 1 rows.
     """
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise CmgemsError(f"{path}: cannot read counts file: {err}") from err
+    table = read_parquet(path, what="counts file")
     missing = [c for c in COUNT_COLUMNS if c not in table.column_names]
     if missing:
         raise CmgemsError(f"{path}: counts file lacks column(s) {missing}; it has {table.column_names}")
@@ -407,10 +385,7 @@ def token_ranks(pmi_path: str | Path, k: int) -> np.ndarray:
     k-mers absent from the table and the special ids get (number of ranked k-mers + 1), i.e. last.
     Lower rank = higher ranking score (norm_pmi) = masked first.
     """
-    try:
-        table = pq.read_table(pmi_path, columns=["ngram", "n", "rank"])
-    except (OSError, KeyError, pa.ArrowInvalid) as err:
-        raise CmgemsError(f"{pmi_path}: cannot read columns ngram, n, rank of a PMI table: {err}") from err
+    table = read_parquet(pmi_path, ["ngram", "n", "rank"], "columns ngram, n, rank of a PMI table")
     rows = table.filter(pc.equal(table.column("n"), k))
     ranks = np.full(kmers.vocab_size(k), len(rows) + 1, dtype=np.int64)
     codes = ngram_codes(rows.column("ngram").combine_chunks(), k, where=str(pmi_path))

@@ -31,7 +31,7 @@ rule fewshot_sample:
         "benchmarks/out/fewshot_sets/{dataset}/{shots}/seed{seed}.tsv"
     localrule: True
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/core.yaml"
     params:
         how=lambda w: (
             "pooled --file"
