@@ -204,7 +204,8 @@ LABELLED = table(
 def test_finetune_inputs(tmp_path, tiny_model, case):
     user_files(tmp_path)
     args = {"test": put(tmp_path / "test.csv", "sequence,label\nACGTACGT,0\nTTGGCCAA,1\n"), **case.make(tmp_path)}
-    settings = Settings(model=str(tiny_model), train=str(args["path"]), test=str(args["test"]), out=str(tmp_path / "run"), max_length=20)
+    settings = Settings(model=str(tiny_model), train=str(args["path"]), test=str(args["test"]),
+                        out=str(tmp_path / "run"), max_length=20)
     assert_refused(tmp_path, lambda: finetune(settings), case, args)
 
 
@@ -231,12 +232,12 @@ LABEL_SETS = [
 ]
 
 
-def run_finetune(args: dict, tiny_model: Path, out: Path) -> None:
+def run_finetune(args: dict, tiny: Path, out: Path) -> None:
     dev = str(args["dev"]) if args["dev"].exists() else None
-    finetune(Settings(model=str(tiny_model), train=str(args["train"]), dev=dev, test=str(args["test"]), out=str(out), max_length=20))
+    finetune(Settings(model=str(tiny), train=str(args["train"]), dev=dev, test=str(args["test"]), out=str(out), max_length=20))
 
 
-def run_baseline(args: dict, tiny_model: Path, out: Path) -> None:
+def run_baseline(args: dict, tiny: Path, out: Path) -> None:
     baseline.baseline(str(args["train"]), str(args["test"]), str(out), str(args["dev"]) if args["dev"].exists() else None)
 
 

@@ -93,7 +93,8 @@ def test_the_options_are_the_settings_fields(tmp_path):
         f.name: getattr(defaults, f.name) for f in fields(Settings) if f.name not in ("meta", "max_grad_norm")}
     flags = ["--eval-every-epoch", "--trust-remote-code", "--hidden-dropout", "0.1", "--select-by", "mcc"]
     args = cli.build_parser(["finetune"]).parse_args(["finetune", *required, *flags])
-    assert (args.eval_every_epoch, args.trust_remote_code, args.hidden_dropout, args.select_by) == (True, True, 0.1, "mcc")
+    parsed = (args.eval_every_epoch, args.trust_remote_code, args.hidden_dropout, args.select_by)
+    assert parsed == (True, True, 0.1, "mcc")
     for wrong in (["--warmup-steps", "2", "--warmup-ratio", "0.1"], ["--select-by", "auc"], ["--epochs", "x"]):
         with pytest.raises(SystemExit):
             cli.build_parser(["finetune"]).parse_args(["finetune", *required, *wrong])
@@ -313,7 +314,8 @@ def test_kept_weights_are_those_of_the_selected_evaluation(tiny_model, planted_s
     assert result["metrics"]["mcc"] == pytest.approx(pick["mcc"])
 
 
-def test_no_evaluation_on_the_cadence_keeps_the_final_weights_and_the_checkpoint_dropout(tiny_model, planted_sets, tmp_path):
+def test_no_evaluation_on_the_cadence_keeps_the_final_weights_and_the_checkpoint_dropout(tiny_model, planted_sets,
+                                                                                         tmp_path):
     train, dev = planted_sets
     runs = {}
     for name, dropout in (("gue", None), ("fewshot", 0.1)):
@@ -375,7 +377,8 @@ def test_bad_input_leaves_no_output(tiny_model, tmp_path, capsys):
             )
         )
     with pytest.raises(CmgemsError, match="--select-by must be one of loss, mcc"):
-        finetune(Settings(model=str(tiny_model), train=str(good), test=str(good), out=str(tmp_path / "o"), select_by="auc"))
+        finetune(Settings(model=str(tiny_model), train=str(good), test=str(good), out=str(tmp_path / "o"),
+                          select_by="auc"))
     with pytest.raises(CmgemsError, match="exceeds the model's 512 positions"):
         finetune(
             Settings(

@@ -165,7 +165,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", help="labelled dev file: choose C on it (else k-fold CV on train)")
     parser.add_argument("--out", help="output directory (metrics.json, predictions.parquet); required")
     parser.add_argument("--k", type=int, default=Settings.k, help="k-mer length (3-6)")
-    parser.add_argument("--seed", type=int, default=Settings.seed, help="seed of the cross-validation folds and the solver")
+    parser.add_argument("--seed", type=int, default=Settings.seed, help="seed of the cross-validation folds")
     parser.add_argument("--meta", help="JSON object merged into metrics.json at top level")
     packs.add_pack_option(parser)
     parser.set_defaults(func=functools.partial(run, parser=parser))

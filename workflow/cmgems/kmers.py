@@ -1,4 +1,6 @@
-"""The k-mer vocabulary (DNABERT's), vectorized k-mer ids, and its Hugging Face tokenizer.
+"""The k-mer vocabulary (DNABERT's), vectorized k-mer ids, and its Hugging Face tokenizer (tokenizers
+and transformers are imported by the functions that build it: the core environment, whose stages use
+the vocabulary, has neither).
 
 Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, then every k-mer in lexicographic order over the
 alphabet A, T, C, G (for k=6: 5 AAAAAA, 6 AAAAAT, 7 AAAAAC, 8 AAAAAG, 9 AAAATA).

@@ -512,9 +512,21 @@ def finish(run: Run, writer: LogWriter | None) -> dict:
     return summary
 
 
+def announce(run: Run) -> None:
+    """The main process logs what the run is: its steps, how a step is split, its parameters."""
+    s, dist = run.s, run.dist
+    if dist.main:
+        log.info("%s/%s: %d steps x %d sequences (%d per process x %d accumulation x %d processes), %d parameters",
+                 s.model, s.masking, s.max_steps, s.sequences_per_step, s.batch_size, run.layout.accumulation,
+                 dist.world_size, sum(p.numel() for p in run.model.parameters()))
+
+
 def log_and_validate(run: Run, writer: LogWriter | None) -> None:
-    """Every log_every steps a metrics row; every eval_interval steps (and at the end) with validation."""
+    """The progress bar every step; every log_every steps a metrics row; every eval_interval steps (and
+    at the end) with validation."""
     s = run.s
+    if writer:
+        writer.bar.update(1)
     evaluates = run.step % s.eval_interval == 0 or run.step == s.max_steps
     if evaluates or run.step % s.log_every == 0:
         row = {"step": run.step, **interval_metrics(run)}
@@ -552,15 +564,10 @@ def train(s: Settings) -> dict:
             run = build(s, dist)
             resume(run)
             stop, writer, batches = StopRequest(), LogWriter(run) if dist.main else None, Batches(run)
-            if dist.main:
-                log.info("%s/%s: %d steps x %d sequences (%d per process x %d accumulation x %d processes), %d parameters",
-                         s.model, s.masking, s.max_steps, s.sequences_per_step, s.batch_size, run.layout.accumulation,
-                         dist.world_size, sum(p.numel() for p in run.model.parameters()))
+            announce(run)
             run.meter.reset()
             while run.step < s.max_steps:
                 train_step(run, batches.next())
-                if writer:
-                    writer.bar.update(1)
                 log_and_validate(run, writer)
                 checkpoint_or_stop(run, stop)
             summary = finish(run, writer)
