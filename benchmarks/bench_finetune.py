@@ -25,15 +25,18 @@ from pathlib import Path
 
 import torch
 
+from cmgems import kmers, models
 from cmgems.baseline import baseline
-from cmgems.finetune import Settings, finetune, make_tiny_model
+from cmgems.finetune import Settings, finetune
 
 DATA = Path(os.environ.get("CMGEMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BENCH_CONFIG = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512)
 
 
 def bench_finetune(workdir: Path, epochs: int, threads: int) -> dict:
-    model = make_tiny_model(workdir / "model", **BENCH_CONFIG)
+    torch.manual_seed(0)
+    random_bert = models.masked_lm(models.bert_config(BENCH_CONFIG, kmers.vocab_size(6)))
+    model = models.save_folder(workdir / "model", random_bert, k=6)
     task = DATA / "gue" / "prom" / "prom_core_tata"
     s = Settings(
         model=str(model), train=str(task / "train.csv"), dev=str(task / "dev.csv"), test=str(task / "test.csv"),

@@ -1,5 +1,5 @@
 """Shared fixtures: the repository root, the real data beside the checkout (../shared/data), the
-local demo run, and helpers to read pack specs."""
+local demo run, a tiny random model folder, and helpers to read pack specs."""
 
 from __future__ import annotations
 
@@ -25,6 +25,20 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"real data not found at {SHARED_DATA} (set CMGEMS_SHARED_DATA or check out beside shared/)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A model folder of a random BertForMaskedLM of the registry's "tiny" shape (cmgems.models), k = 6,
+    512 positions, weights from seed 0, with its k-mer tokenizer."""
+    import torch
+
+    from cmgems import kmers, models
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = models.masked_lm(models.bert_config("tiny", kmers.vocab_size(6)))
+    return models.save_folder(tmp_path_factory.mktemp("model") / "tiny", model, k=6)
 
 
 @pytest.fixture(scope="session")

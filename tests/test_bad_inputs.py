@@ -23,7 +23,7 @@ import pytest
 
 from cmgems import baseline, cli, genome, gue
 from cmgems.errors import CmgemsError
-from cmgems.finetune import Settings, finetune, make_tiny_model
+from cmgems.finetune import Settings, finetune
 from cmgems.labelled import write_labelled
 
 GOOD_FASTA = ">chr1 a description\nACGTACGTAC\nGTACGT\n>chr2\nGGCCAATT\n"
@@ -167,11 +167,6 @@ def test_genome_contigs(tmp_path, case):
 
 
 # ------------------------------------------------------------------------- labelled files (finetune)
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
 def labelled(text: str | bytes, name: str = "train.csv") -> Callable[[Path], dict]:
     return lambda tmp: {"path": put(tmp / name, text)}
 
@@ -206,10 +201,11 @@ LABELLED = table(
 
 
 @LABELLED
-def test_finetune_inputs(tmp_path, tiny, case):
+def test_finetune_inputs(tmp_path, tiny_model, case):
     user_files(tmp_path)
     args = {"test": put(tmp_path / "test.csv", "sequence,label\nACGTACGT,0\nTTGGCCAA,1\n"), **case.make(tmp_path)}
-    settings = Settings(model=str(tiny), train=str(args["path"]), test=str(args["test"]), out=str(tmp_path / "run"), max_length=20)
+    settings = Settings(model=str(tiny_model), train=str(args["path"]), test=str(args["test"]),
+                        out=str(tmp_path / "run"), max_length=20)
     assert_refused(tmp_path, lambda: finetune(settings), case, args)
 
 
@@ -247,10 +243,10 @@ def run_baseline(args: dict, tiny: Path, out: Path) -> None:
 
 @table(*LABEL_SETS)
 @pytest.mark.parametrize("stage", [run_finetune, run_baseline], ids=["finetune", "baseline"])
-def test_label_sets(tmp_path, tiny, stage, case):
+def test_label_sets(tmp_path, tiny_model, stage, case):
     user_files(tmp_path)
     args = case.make(tmp_path)
-    assert_refused(tmp_path, lambda: stage(args, tiny, tmp_path / "run"), case, args)
+    assert_refused(tmp_path, lambda: stage(args, tiny_model, tmp_path / "run"), case, args)
 
 
 # -------------------------------------------------------------------------------------- gue fetch

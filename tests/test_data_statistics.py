@@ -8,7 +8,6 @@ import json
 import pytest
 
 from cmgems import cli
-from cmgems.finetune import make_tiny_model
 from cmgems.labelled import write_labelled
 
 TRAIN = ["ACGTACGTACGTAC", "TTGGCCAATTGGCA", "ACG", "GATTACAGATTACAGATTACAGATTACA"]  # 14, 14, 3, 28 bp
@@ -27,10 +26,9 @@ def data_of(out) -> dict:
     return json.loads((out / "metrics.json").read_text())["data"]
 
 
-def test_finetune_records_truncation_short_sequences_and_overlap(task, caplog):
-    model = make_tiny_model(task / "tiny")
+def test_finetune_records_truncation_short_sequences_and_overlap(task, tiny_model, caplog):
     out = task / "run"
-    argv = ["finetune", "--model", str(model), "--out", str(out), "--max-length", "20", "--max-steps", "1",
+    argv = ["finetune", "--model", str(tiny_model), "--out", str(out), "--max-length", "20", "--max-steps", "1",
             "--batch-size", "2", "--eval-steps", "1"]  # fmt: skip
     argv += [f"--{split}={task / split}.csv" for split in ("train", "dev", "test")]
     assert cli.main(argv) == 0

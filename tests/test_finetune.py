@@ -12,7 +12,7 @@ import torch
 
 from cmgems import cli, kmers
 from cmgems.errors import CmgemsError
-from cmgems.finetune import Settings, finetune, make_tiny_model, read_k
+from cmgems.finetune import Settings, finetune
 from cmgems.labelled import read_labelled, write_labelled
 from cmgems.metrics import classification_metrics
 
@@ -32,10 +32,6 @@ RECORD_KEYS = {
 }
 METRICS = {"mcc", "accuracy", "f1_macro", "precision_macro", "recall_macro", "auc"}
 
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 def subset(src, dst, n, seed=0):
@@ -87,12 +83,43 @@ def test_metrics_multiclass_and_degenerate():
     assert classification_metrics([0, 0, 1], [0, 0, 0])["mcc"] == 0.0
 
 
-# ---------------------------------------------------------------------------------- model helper
-def test_tiny_model_tokenizer(tiny):
+# ----------------------------------------------------------------------------------- the options
+def test_the_options_are_the_settings_fields(tmp_path):
+    """`cmgems finetune` parses to the Settings defaults; flags, the warmup pair and the choices as before."""
+    from dataclasses import fields
+
+    required = ["--model", "m", "--train", "t", "--test", "t", "--out", "o", "--max-length", "20"]
+    args = cli.build_parser(["finetune"]).parse_args(["finetune", *required])
+    defaults = Settings(model="m", train="t", test="t", out="o", max_length=20)
+    assert {f.name: getattr(args, f.name) for f in fields(Settings) if f.name not in ("meta", "max_grad_norm")} == {
+        f.name: getattr(defaults, f.name) for f in fields(Settings) if f.name not in ("meta", "max_grad_norm")}
+    flags = ["--eval-every-epoch", "--trust-remote-code", "--hidden-dropout", "0.1", "--select-by", "mcc"]
+    args = cli.build_parser(["finetune"]).parse_args(["finetune", *required, *flags])
+    parsed = (args.eval_every_epoch, args.trust_remote_code, args.hidden_dropout, args.select_by)
+    assert parsed == (True, True, 0.1, "mcc")
+    for wrong in (["--warmup-steps", "2", "--warmup-ratio", "0.1"], ["--select-by", "auc"], ["--epochs", "x"]):
+        with pytest.raises(SystemExit):
+            cli.build_parser(["finetune"]).parse_args(["finetune", *required, *wrong])
+
+
+def test_no_weight_decay_on_biases_and_layer_norms(tiny_model):
+    """One rule for pretraining and fine-tuning (models.parameter_groups): the Trainer's, by name here."""
+    from cmgems.finetune import load_classifier
+    from cmgems.models import parameter_groups
+
+    model = load_classifier(tiny_model, 2)
+    decay, no_decay = ({id(p) for p in group["params"]} for group in parameter_groups(model, 0.01))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in no_decay} == {n for n in names.values() if n.endswith(("bias", "LayerNorm.weight"))}
+    assert len(decay) + len(no_decay) == len(names) and not decay & no_decay
+
+
+# ---------------------------------------------------------------------------------- model folder
+def test_tiny_model_tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
-    assert read_k(tiny) == 6
-    tok = AutoTokenizer.from_pretrained(tiny)
+    assert kmers.read_k(tiny_model) == 6
+    tok = AutoTokenizer.from_pretrained(tiny_model)
     seq = "ACGTTGCAAGGCTAN"
     assert tok(seq)["input_ids"] == kmers.encode_batch([seq.encode()], 6, 512)[0].tolist()
 
@@ -100,7 +127,7 @@ def test_tiny_model_tokenizer(tiny):
 # ----------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_gue_prom_core_tata_with_dev(tiny, shared_data, tmp_path):
+def test_gue_prom_core_tata_with_dev(tiny_model, shared_data, tmp_path):
     task = shared_data / "gue" / "prom" / "prom_core_tata"
     train, dev = task_subsets(task, tmp_path, train=500, dev=150)
     out = tmp_path / "run"
@@ -116,7 +143,7 @@ def test_gue_prom_core_tata_with_dev(tiny, shared_data, tmp_path):
     argv = [
         "finetune",
         "--model",
-        str(tiny),
+        str(tiny_model),
         "--train",
         str(train),
         "--dev",
@@ -163,12 +190,12 @@ def test_gue_prom_core_tata_with_dev(tiny, shared_data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_fewshot_prom_core_10_shot(tiny, shared_data, tmp_path):
+def test_fewshot_prom_core_10_shot(tiny_model, shared_data, tmp_path):
     root = shared_data / "fewshot" / "genemask" / "Prom-core"
     test = subset(root / "test.tsv", tmp_path / "test.csv", 300)
     out = tmp_path / "run"
     s = Settings(
-        model=str(tiny),
+        model=str(tiny_model),
         train=str(root / "10" / "train.tsv"),
         test=str(test),
         out=str(out),
@@ -191,18 +218,18 @@ def test_fewshot_prom_core_10_shot(tiny, shared_data, tmp_path):
     )
     assert result["best_step"] == 12 and result["best_epoch"] == 3
     assert result["selection"]["rule"] == "final" and result["selection"]["evaluations"] == []
-    assert result["settings"]["hidden_dropout_used"] == 0.1  # the tiny checkpoint's default, not overridden
+    assert result["settings"]["hidden_dropout_used"] == 0.0  # the tiny checkpoint's own, not overridden
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_same_seed_same_bytes(tiny, shared_data, tmp_path):
+def test_same_seed_same_bytes(tiny_model, shared_data, tmp_path):
     task = shared_data / "gue" / "mouse" / "2"
     train, dev, test = task_subsets(task, tmp_path, train=120, dev=40, test=60)
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         s = Settings(
-            model=str(tiny),
+            model=str(tiny_model),
             train=str(train),
             dev=str(dev),
             test=str(test),
@@ -241,11 +268,11 @@ def planted_sets(tmp_path_factory):
     return planted(root / "train.csv", 96, 0), planted(root / "dev.csv", 40, 1)
 
 
-def test_dev_loss_is_the_mean_cross_entropy(tiny, planted_sets):
+def test_dev_loss_is_the_mean_cross_entropy(tiny_model, planted_sets):
     from cmgems.finetune import evaluate, load_classifier, load_split
 
     dev = load_split(str(planted_sets[1]), 6, 40)
-    model = load_classifier(tiny, 2)
+    model = load_classifier(tiny_model, 2)
     s = Settings(model="", train="", test="", out="", eval_batch_size=7)
     with torch.inference_mode():
         one_by_one = [model(input_ids=ids, attention_mask=mask, labels=dev.labels[[i]]).loss.item()
@@ -272,11 +299,11 @@ def test_best_keeps_lowest_loss_or_highest_mcc_earliest_on_ties():
 
 
 @pytest.mark.parametrize("select_by", ["loss", "mcc"])
-def test_kept_weights_are_those_of_the_selected_evaluation(tiny, planted_sets, tmp_path, select_by):
+def test_kept_weights_are_those_of_the_selected_evaluation(tiny_model, planted_sets, tmp_path, select_by):
     """With dev = test, the test scores come from the kept weights, so their mean cross-entropy and
     MCC equal the selected evaluation's dev loss and MCC."""
     train, dev = planted_sets
-    s = Settings(model=str(tiny), train=str(train), dev=str(dev), test=str(dev), out=str(tmp_path / "run"),
+    s = Settings(model=str(tiny_model), train=str(train), dev=str(dev), test=str(dev), out=str(tmp_path / "run"),
                  max_length=40, lr=2e-3, batch_size=8, max_steps=11, eval_steps=2, seed=1, select_by=select_by)
     result = finetune(s)
     history = result["selection"]["evaluations"]
@@ -290,12 +317,12 @@ def test_kept_weights_are_those_of_the_selected_evaluation(tiny, planted_sets, t
     assert result["metrics"]["mcc"] == pytest.approx(pick["mcc"])
 
 
-def test_no_evaluation_on_the_cadence_keeps_the_final_weights_and_the_checkpoint_dropout(planted_sets, tmp_path):
+def test_no_evaluation_on_the_cadence_keeps_the_final_weights_and_the_checkpoint_dropout(tiny_model, planted_sets,
+                                                                                         tmp_path):
     train, dev = planted_sets
-    logo_like = make_tiny_model(tmp_path / "m", hidden_dropout_prob=0.0)  # as LOGO: dropout 0
     runs = {}
     for name, dropout in (("gue", None), ("fewshot", 0.1)):
-        s = Settings(model=str(logo_like), train=str(train), dev=str(dev), test=str(dev), out=str(tmp_path / name),
+        s = Settings(model=str(tiny_model), train=str(train), dev=str(dev), test=str(dev), out=str(tmp_path / name),
                      max_length=40, lr=1e-3, batch_size=16, epochs=2, eval_steps=200, hidden_dropout=dropout)
         runs[name] = finetune(s)
     result = runs["gue"]
@@ -307,7 +334,7 @@ def test_no_evaluation_on_the_cadence_keeps_the_final_weights_and_the_checkpoint
 
 
 # ------------------------------------------------------------------------------------ bad input
-def test_bad_input_leaves_no_output(tiny, tmp_path, capsys):
+def test_bad_input_leaves_no_output(tiny_model, tmp_path, capsys):
     good = tmp_path / "good.csv"
     write_labelled(good, ["ACGTACGTACGTAC", "TTGGCCAATTGGCA"], [0, 1])
     cases = {
@@ -327,7 +354,7 @@ def test_bad_input_leaves_no_output(tiny, tmp_path, capsys):
             argv = [
                 "finetune",
                 "--model",
-                str(tiny),
+                str(tiny_model),
                 "--train",
                 str(train),
                 "--test",
@@ -353,11 +380,12 @@ def test_bad_input_leaves_no_output(tiny, tmp_path, capsys):
             )
         )
     with pytest.raises(CmgemsError, match="--select-by must be one of loss, mcc"):
-        finetune(Settings(model=str(tiny), train=str(good), test=str(good), out=str(tmp_path / "o"), select_by="auc"))
+        finetune(Settings(model=str(tiny_model), train=str(good), test=str(good), out=str(tmp_path / "o"),
+                          select_by="auc"))
     with pytest.raises(CmgemsError, match="exceeds the model's 512 positions"):
         finetune(
             Settings(
-                model=str(tiny), train=str(good), test=str(good), out=str(tmp_path / "o"), max_length=600
+                model=str(tiny_model), train=str(good), test=str(good), out=str(tmp_path / "o"), max_length=600
             )
         )
     assert not (tmp_path / "o").exists()
@@ -366,7 +394,7 @@ def test_bad_input_leaves_no_output(tiny, tmp_path, capsys):
             [
                 "finetune",
                 "--model",
-                str(tiny),
+                str(tiny_model),
                 "--train",
                 str(good),
                 "--test",

@@ -18,7 +18,7 @@ import pytest
 
 from cmgems import baseline, cli, finetune, labelled, packs
 from cmgems.errors import CmgemsError
-from cmgems.finetune import Settings, finetune_pack, make_tiny_model
+from cmgems.finetune import Settings, finetune_pack
 from cmgems.labelled import write_labelled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,10 +42,10 @@ def planted(path, n, seed, classes=2, length=40):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("packs")
     return {
-        "model": str(make_tiny_model(root / "tiny")),
+        "model": str(tiny_model),
         "train": planted(root / "train.csv", 60, 0),
         "dev": planted(root / "dev.csv", 30, 1),
         "test": planted(root / "test.csv", 40, 2),

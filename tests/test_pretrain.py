@@ -23,10 +23,11 @@ from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cmgems import corpus as corpus_module
-from cmgems import distributed, kmers, pretrain
+from cmgems import cli, distributed, kmers, pretrain
 from cmgems.batches import MaskedSteps, StepLayout, mask_ids
 from cmgems.checkpoint import Checkpoints, RunLock
 from cmgems.errors import CmgemsError
+from cmgems.masking import IGNORE_INDEX
 
 STEPS = 20
 
@@ -114,6 +115,20 @@ def finished_run(corpus, tmp_path_factory) -> Path:
     result = run(single(pretrain_args(corpus, out, milestones=10)))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+def test_the_options_are_the_settings_fields():
+    """`cmgems pretrain` parses to the Settings defaults (betas: a list, as given on the command line)."""
+    from dataclasses import asdict
+
+    parser = cli.build_parser(["pretrain"])
+    args = parser.parse_args(["pretrain", "--corpus", "c", "--out", "o"])
+    parsed = asdict(pretrain.settings_from_args(args))
+    assert parsed == {**asdict(pretrain.Settings(corpus="c", out="o")), "betas": [0.9, 0.98]}
+    args = parser.parse_args(["pretrain", "--corpus", "c", "--out", "o", "--masking-options", '{"threshold": 1}',
+                              "--betas", "0.8", "0.9", "--milestones", "--compile", "--max-steps", "7"])
+    assert (args.masking_options, args.betas, args.milestones, args.compile, args.max_steps) == (
+        {"threshold": 1}, [0.8, 0.9], [], "inductor", 7)
 
 
 def test_run_leaves_loadable_models_metrics_and_summary(finished_run):
@@ -218,7 +233,7 @@ def test_layouts_give_every_step_the_same_sequences_and_masks(corpus):
             steps = MaskedSteps(sequences, StepLayout(16, micro, world, rank), strategy, 7, 6, 64, step, step)
             item = steps[0]
             for positions, mb in zip(steps.micro_positions(step), item["micro"]):
-                labels = torch.full(mb["input_ids"].shape, -100).view(-1)
+                labels = torch.full(mb["input_ids"].shape, IGNORE_INDEX).view(-1)
                 labels[mb["masked_positions"]] = mb["masked_ids"]
                 for pos, row, ids in zip(positions, labels.view(mb["input_ids"].shape), mb["input_ids"]):
                     contents[int(pos)] = (ids[ids != 0].tolist(), row[ids != 0].tolist())
@@ -324,9 +339,9 @@ def test_training_step_never_reads_device_values_on_the_host(corpus, tmp_path):
         pretrain.train_step(r, batch)
     assert syncs.seen == []
     with HostSyncs(allowed=counters) as syncs:  # the detector sees what the old step did
-        labels = torch.full((2, 8), -100)
+        labels = torch.full((2, 8), IGNORE_INDEX)
         labels[0, 3] = 7
-        _ = labels[labels != -100]
+        _ = labels[labels != IGNORE_INDEX]
         float(labels.sum())
     assert "aten._local_scalar_dense" in syncs.seen and any("boolean index" in s or "nonzero" in s for s in syncs.seen)
 

@@ -570,7 +570,7 @@ def test_config_strings_reach_commands_quoted(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tmp_path):
+def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tiny_model, tmp_path):
     """SIGKILL the workflow once the first run of a few-shot pack is written: Snakemake holds the
     pack's outputs incomplete; the rerun restores the finished run(s) from the pack cache, trains the
     others and writes what an uninterrupted pack writes."""
@@ -578,10 +578,8 @@ def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tmp_path):
     import signal
     import time
 
-    from cmgems.finetune import make_tiny_model
-
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    config["pretrained_models"] = {"toy": {"path": str(make_tiny_model(tmp_path / "toy"))}}
+    config["pretrained_models"] = {"toy": {"path": str(tiny_model)}}
     config["fewshot"]["small"]["epochs"] = 60  # the 10-shot runs, first in the pack: a second or more each
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(yaml.safe_dump(config))

@@ -1,17 +1,22 @@
 """`cmgems <stage> ...`: one subcommand per pipeline stage; each stage module is imported only when used.
 
 A stage module defines `configure_parser(parser)`, which adds its arguments (or its own subcommands)
-and sets `func` through `parser.set_defaults(func=...)`; `func(args)` does the work. Bad arguments
-stop argparse (exit 2); bad input files and file-system errors print one line naming the file (exit 1).
+and sets `func` through `parser.set_defaults(func=...)`; `func(args)` does the work. A stage whose
+run is a settings dataclass declares its fields with `option` (default and help once) and adds them
+with `add_settings`. Bad arguments stop argparse (exit 2); bad input files and file-system errors
+print one line naming the file (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import importlib
 import logging
 import sys
-from typing import Callable, TypeVar
+import typing
+from typing import Any, Callable, Iterable, TypeVar
 
 from cmgems.errors import CmgemsError
 
@@ -57,6 +62,41 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return convert
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str | None = None, factory: Any = dataclasses.MISSING,
+           **keywords) -> Any:
+    """A settings dataclass field whose command-line help (and any other `add_argument` keywords:
+    choices, nargs, const, metavar) is its metadata; `factory`: a default_factory."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help, **keywords})
+
+
+def add_settings(parser: argparse.ArgumentParser, settings: type, names: Iterable[str]) -> None:
+    """The options of the named fields of the dataclass `settings`, made by transformers'
+    HfArgumentParser: `--max-steps` (and `--max_steps`) for `max_steps`, the type from the annotation
+    (`X | None`: X; bool: a flag that also takes true/false), the default from the field (none:
+    required), other `add_argument` keywords from the field's metadata (see `option`). `parser` may
+    be an argument group. Fields that need more (JSON values, a fixed count of values) a stage adds
+    itself. transformers is imported here, not above: it is heavy, and the core environment lacks it."""
+    from transformers import HfArgumentParser
+
+    hints = typing.get_type_hints(settings)
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    for name in names:
+        field = copy.copy(fields[name])  # HfArgumentParser narrows its type in place
+        field.type = hints[name]
+        HfArgumentParser._parse_dataclass_field(DashesFirst(parser), field)
+
+
+class DashesFirst:
+    """An argument container that lists `--max-steps` before HfArgumentParser's alias `--max_steps`
+    (usage lines and error messages name an option by its first spelling)."""
+
+    def __init__(self, container: argparse.ArgumentParser):
+        self.container = container
+
+    def add_argument(self, *names: str, **keywords) -> argparse.Action:
+        return self.container.add_argument(*sorted(names, key=lambda name: "_" in name), **keywords)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ Two protocols, chosen by whether a dev set is given:
 Dropout: the checkpoint's own (`hidden_dropout_prob` of its config, 0.0 for LOGO) unless
 `--hidden-dropout` sets it, as GeneMask's few-shot script does (0.1).
 
-Optimiser as Hugging Face's Trainer: AdamW (no weight decay on biases and LayerNorm weights),
+Optimiser as Hugging Face's Trainer: AdamW (no weight decay on biases and LayerNorm, `models.parameter_groups`),
 linear warmup then linear decay to 0, gradient clipping at 1.0. `--max-steps` > 0 overrides the
 epochs (the data are cycled), as in the Trainer. Runs are deterministic for a given seed and
 thread count: seeded model head, seeded shuffling, deterministic algorithms.
@@ -29,20 +29,20 @@ import argparse
 import contextlib
 import functools
 import itertools
-import json
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
-from cmgems import kmers, packs
-from cmgems.atomic import atomic_output
+from cmgems import kmers, models, packs
+from cmgems.cli import add_settings, option
 from cmgems.errors import CmgemsError
 from cmgems.labelled import PackFiles, check_labels, data_statistics
 from cmgems.metrics import classification_metrics, parse_meta, write_results
@@ -53,76 +53,45 @@ SELECT_BY = ("loss", "mcc")  # dev criteria for the kept weights: lowest loss, h
 
 @dataclass
 class Settings:
-    """Everything a fine-tuning run depends on; defaults are DNABERT-2's GUE recipe (per device)."""
+    """Everything a fine-tuning run depends on; defaults are DNABERT-2's GUE recipe (per device). The
+    command line's options are these fields (`cli.option`: default and help)."""
 
-    model: str
-    train: str
-    test: str
-    out: str
-    dev: str | None = None
-    max_length: int = 512  # tokens, [CLS] and [SEP] included
-    epochs: int = 3
-    lr: float = 3e-5
-    batch_size: int = 8  # sequences per micro-batch
-    grad_accum: int = 1
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0  # used when warmup_steps == 0
-    max_steps: int = -1
-    weight_decay: float = 0.01
-    hidden_dropout: float | None = None  # None: the checkpoint's own
-    max_grad_norm: float = 1.0
-    eval_steps: int = 200
-    eval_every_epoch: bool = False
-    select_by: str = "loss"  # dev "loss" (lowest) or "mcc" (highest)
-    eval_batch_size: int = 64
-    seed: int = 42
-    threads: int = 1  # torch CPU threads; 0 = torch's default (results may then depend on the core count)
-    trust_remote_code: bool = False  # only for a model entry in config that opts in
-    meta: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------- model files
-def read_k(model_dir: str | Path) -> int:
-    """k of a model directory's tokenizer, from its kmer.json (6 when absent)."""
-    path = Path(model_dir) / "kmer.json"
-    if not path.exists():
-        return 6
-    try:
-        return kmers.check_k(int(json.loads(path.read_text())["k"]))
-    except (ValueError, KeyError, TypeError) as err:
-        raise CmgemsError(f"{path}: expected {{\"k\": 3..6}} ({err})") from None
+    model: str = option(help="pretrained model directory (HF save_pretrained + tokenizer + kmer.json); required")
+    train: str = option(help="labelled training file (CSV sequence,label or GeneMask TSV); required")
+    test: str = option(help="labelled test file; required")
+    out: str = option(help="output directory (metrics.json, predictions.parquet); required")
+    dev: str | None = option(None, help="labelled dev file: keep the weights of the best dev evaluation (GUE protocol)")
+    max_length: int = option(512, help="tokens per sequence, [CLS]/[SEP] included; required")
+    epochs: int = option(3, help="passes over the training set")
+    lr: float = option(3e-5, help="peak learning rate")
+    batch_size: int = option(8, help="sequences per micro-batch")
+    grad_accum: int = option(1, help="micro-batches per optimizer step")
+    warmup_steps: int = option(0, help="steps of linear warmup (then linear decay to 0)")
+    warmup_ratio: float = option(0.0, help="warmup as a fraction of all steps (when --warmup-steps is 0)")
+    max_steps: int = option(-1, help="> 0: train exactly this many steps (overrides --epochs)")
+    weight_decay: float = option(0.01, help="AdamW weight decay (not on biases and LayerNorm)")
+    hidden_dropout: float | None = option(None, help="hidden dropout while fine-tuning (default: the checkpoint's own)")
+    max_grad_norm: float = 1.0  # gradient clipping; not an option
+    eval_steps: int = option(200, help="with --dev: evaluate every N optimizer steps (not at the last step unless "
+                                       "it is a multiple)")
+    eval_every_epoch: bool = option(False, help="with --dev: evaluate after every epoch instead")
+    select_by: str = option("loss", choices=SELECT_BY, help="with --dev: keep the weights of the lowest dev loss "
+                                                            "(DNABERT-2's Trainer) or the highest dev MCC")
+    eval_batch_size: int = option(64, help="sequences per batch when scoring dev and test")
+    seed: int = option(42, help="seed of the head's weights, the shuffling and dropout")
+    threads: int = option(1, help="torch CPU threads; a fixed count keeps results machine-independent "
+                                  "(0 = torch's default)")
+    trust_remote_code: bool = option(False, help="run the model directory's own code (only for models you trust)")
+    meta: dict = option(factory=dict, help="JSON object merged into metrics.json at top level")
 
 
-TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-
-
-def make_tiny_model(directory: str | Path, k: int = 6, seed: int = 0, **config) -> Path:
-    """A small random BertForMaskedLM with the k-mer tokenizer, for tests, demos and benchmarks.
-
-    TINY_CONFIG (2 layers, hidden 32) unless `config` overrides BertConfig fields. Writes
-    safetensors weights, config, tokenizer files and kmer.json into `directory`, atomically.
-    """
-    from transformers import BertConfig, BertForMaskedLM
-
-    cfg = BertConfig(vocab_size=kmers.vocab_size(kmers.check_k(k)), **{**TINY_CONFIG, **config})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertForMaskedLM(cfg)
-    with atomic_output(directory, directory=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        kmers.build_tokenizer(k).save_pretrained(tmp)
-        (tmp / "kmer.json").write_text(json.dumps({"k": k}) + "\n")
-    return Path(directory)
-
-
+# ------------------------------------------------------------------------------------ the model
 class Pretrained:
     """A model directory loaded once: its sequence-classifier class and the weights its checkpoint
     holds (safetensors, or a .bin that transformers loads with torch.load(weights_only=True)), on the
     CPU. The directory's own code runs only with trust_remote_code."""
 
     def __init__(self, model_dir: str | Path, trust_remote_code: bool = False):
-        from transformers import AutoModelForSequenceClassification
-
         self.path, self.trust_remote_code = Path(model_dir), trust_remote_code
         if not (self.path / "config.json").exists():
             raise CmgemsError(f"--model {self.path}: not a Hugging Face model directory (no config.json)")
@@ -138,8 +107,6 @@ class Pretrained:
         the checkpoint's weights, so training leaves them pristine for the next run, and the weights it
         lacks (pooler, head) drawn from torch's global RNG exactly as `from_pretrained(path)` draws
         them; the checkpoint's hidden dropout unless `hidden_dropout` is given."""
-        from transformers import AutoConfig
-
         dropout = {} if hidden_dropout is None else {"hidden_dropout_prob": hidden_dropout}
         config = AutoConfig.from_pretrained(self.path, num_labels=num_labels, trust_remote_code=self.trust_remote_code, **dropout)
         state = {name: t.clone() for name, t in self.state.items()}
@@ -208,11 +175,6 @@ def deterministic_torch(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous[2])
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @torch.inference_mode()
 def predict_logits(model, split: Split, batch_size: int, device: torch.device) -> torch.Tensor:
     """Logits (N, C) float32 on the CPU of a split, in file order."""
@@ -220,7 +182,7 @@ def predict_logits(model, split: Split, batch_size: int, device: torch.device) -
     out = []
     for index in torch.arange(len(split)).split(batch_size):
         ids, mask = (t.to(device) for t in split.batch(index))
-        with autocast(device):
+        with models.autocast(device):
             logits = model(input_ids=ids, attention_mask=mask).logits
         out.append(logits.float().cpu())
     return torch.cat(out)
@@ -235,14 +197,8 @@ def evaluate(model, split: Split, s: Settings, device: torch.device) -> dict:
 
 
 def build_optimizer(model, s: Settings, total_steps: int, warmup: int):
-    from transformers import get_linear_schedule_with_warmup
-
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": s.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), eps=1e-8)
+    """AdamW as Hugging Face's Trainer (`models.parameter_groups`), linear warmup then decay to 0."""
+    optimizer = torch.optim.AdamW(models.parameter_groups(model, s.weight_decay), lr=s.lr, betas=(0.9, 0.999), eps=1e-8)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
@@ -322,7 +278,7 @@ def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: S
             model.train()
             for index in micro:
                 ids, mask = (t.to(device) for t in train.batch(index))
-                with autocast(device):
+                with models.autocast(device):
                     loss = model(input_ids=ids, attention_mask=mask, labels=train.labels[index].to(device)).loss
                 (loss / len(micro)).backward()
                 seen += len(index)
@@ -360,7 +316,7 @@ def fit_and_score(s: Settings, pretrained: Callable[[], Pretrained], files: Pack
     """Fine-tune one run and score its test set; returns the writer of its metrics.json and
     predictions.parquet. The model (`pretrained()`) is needed only once the data are read and checked."""
     check_settings(s)
-    k = read_k(s.model)
+    k = kmers.read_k(s.model)
     named = {name: path for name, path in (("train", s.train), ("dev", s.dev), ("test", s.test)) if path}
     splits = {name: load_split(path, k, s.max_length, files) for name, path in named.items()}
     train, dev, test = splits["train"], splits.get("dev"), splits["test"]
@@ -442,38 +398,19 @@ def finetune(s: Settings) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-REQUIRED = ("model", "train", "test", "out", "max_length")
+REQUIRED = ("model", "train", "test", "out", "max_length")  # unless --pack
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="pretrained model directory (HF save_pretrained + tokenizer + kmer.json); required")
-    parser.add_argument("--train", help="labelled training file (CSV sequence,label or GeneMask TSV); required")
-    parser.add_argument("--test", help="labelled test file; required")
-    parser.add_argument("--dev", help="labelled dev file: keep the weights of the best dev evaluation (GUE protocol)")
-    parser.add_argument("--out", help="output directory (metrics.json, predictions.parquet); required")
-    parser.add_argument("--max-length", type=int, help="tokens per sequence, [CLS]/[SEP] included; required")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-5)
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch")
-    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    warmup = parser.add_mutually_exclusive_group()
-    warmup.add_argument("--warmup-steps", type=int, default=0)
-    warmup.add_argument("--warmup-ratio", type=float, default=0.0, help="warmup as a fraction of all steps")
-    parser.add_argument("--max-steps", type=int, default=-1, help="> 0: train exactly this many steps (overrides --epochs)")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--hidden-dropout", type=float, default=None,
-                        help="hidden dropout while fine-tuning (default: the checkpoint's own)")
-    parser.add_argument("--eval-steps", type=int, default=200,
-                        help="with --dev: evaluate every N optimizer steps (not at the last step unless it is a multiple)")
-    parser.add_argument("--select-by", choices=SELECT_BY, default="loss",
-                        help="with --dev: keep the weights of the lowest dev loss (DNABERT-2's Trainer) or the highest dev MCC")
-    parser.add_argument("--eval-every-epoch", action="store_true", help="with --dev: evaluate after every epoch instead")
-    parser.add_argument("--eval-batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; a fixed count keeps results machine-independent (0 = torch's default)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model directory's own code (only for models you trust)")
-    parser.add_argument("--meta", help="JSON object merged into metrics.json at top level")
+    """The fields of `Settings` as options (`cli.add_settings`); by hand the REQUIRED ones (no default:
+    a pack needs none) and --meta (JSON text, checked by `parse_meta`)."""
+    helps = {f.name: f.metadata.get("help") for f in fields(Settings)}
+    for name in REQUIRED:
+        parser.add_argument("--" + name.replace("_", "-"), type=int if name == "max_length" else None, help=helps[name])
+    by_hand, warmup = (*REQUIRED, "meta", "max_grad_norm"), ("warmup_steps", "warmup_ratio")
+    add_settings(parser, Settings, [f.name for f in fields(Settings) if f.name not in by_hand + warmup])
+    add_settings(parser.add_mutually_exclusive_group(), Settings, warmup)
+    parser.add_argument("--meta", help=helps["meta"])
     packs.add_pack_option(parser)
     parser.set_defaults(func=functools.partial(run, parser=parser))
 
@@ -484,5 +421,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         runs = packs.read_spec(args.pack)
         finetune_pack([(packs.settings_from(Settings, entry, f"--pack: runs[{i}]"), cache) for i, (entry, cache) in enumerate(runs)])
         return
-    names = Settings.__dataclass_fields__.keys() - {"meta", "max_grad_norm"}
+    names = {f.name for f in fields(Settings)} - {"meta", "max_grad_norm"}
     finetune(Settings(**{n: getattr(args, n) for n in names}, meta=parse_meta(args.meta)))

@@ -1,4 +1,6 @@
-"""The k-mer vocabulary (DNABERT's), vectorized k-mer ids, and its Hugging Face tokenizer.
+"""The k-mer vocabulary (DNABERT's), vectorized k-mer ids, and its Hugging Face tokenizer (tokenizers
+and transformers are imported by the functions that build it: the core environment, whose stages use
+the vocabulary, has neither).
 
 Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, then every k-mer in lexicographic order over the
 alphabet A, T, C, G (for k=6: 5 AAAAAA, 6 AAAAAT, 7 AAAAAC, 8 AAAAAG, 9 AAAATA).
@@ -21,6 +23,7 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 NUM_SPECIAL = len(SPECIAL_TOKENS)
 ALPHABET = "ATCG"
 SUPPORTED_K = (3, 4, 5, 6)
+KMER_FILE = "kmer.json"  # in a tokenizer or model folder: {"k": k}
 
 # ASCII byte -> base code 0..3 (A, T, C, G; either case), 4 for anything else.
 BASE_CODE = np.full(256, 4, dtype=np.uint8)
@@ -147,12 +150,29 @@ def build_tokenizer(k: int, model_max_length: int = 512):
     )
 
 
+def write_tokenizer(folder: Path, k: int, model_max_length: int = 512) -> None:
+    """Write the tokenizer files into an existing folder (a tokenizer's or a model's): tokenizer.json,
+    its config, DNABERT's vocab.txt, and `KMER_FILE` ({"k": k}), which `read_k` reads."""
+    build_tokenizer(check_k(k), model_max_length).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(vocabulary(k)) + "\n")
+    (folder / KMER_FILE).write_text(json.dumps({"k": k}) + "\n")
+
+
 def save_tokenizer(directory: str | Path, k: int, model_max_length: int = 512) -> None:
-    """Write the tokenizer (tokenizer.json, its config, and DNABERT's vocab.txt) atomically."""
+    """Write the tokenizer folder (`write_tokenizer`) atomically."""
     with atomic_output(directory, directory=True) as tmp:
-        build_tokenizer(check_k(k), model_max_length).save_pretrained(tmp)
-        (tmp / "vocab.txt").write_text("\n".join(vocabulary(k)) + "\n")
-        (tmp / "kmer.json").write_text(json.dumps({"k": k}) + "\n")
+        write_tokenizer(tmp, k, model_max_length)
+
+
+def read_k(folder: str | Path) -> int:
+    """k of a tokenizer or model folder, from its `KMER_FILE` (6 when absent: DNABERT's 6-mer models)."""
+    path = Path(folder) / KMER_FILE
+    if not path.exists():
+        return 6
+    try:
+        return check_k(int(json.loads(path.read_text())["k"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise CmgemsError(f"{path}: expected {{\"k\": 3..6}} ({err})") from None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -1,12 +1,17 @@
 """BERT model shapes by name (DNABERT-base, the 2-layer LOGO model, a tiny one for demos and tests),
-and what pretraining and fine-tuning share about training them: mixed precision and weight decay."""
+the model folder (`save_folder`: weights, config and tokenizer; `kmers.read_k` reads its k), and
+what pretraining and fine-tuning share about training them: mixed precision and weight decay."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
+from transformers import BertConfig, BertForMaskedLM
 
+from cmgems import kmers
+from cmgems.atomic import atomic_output
 from cmgems.errors import CmgemsError
 
 # Architecture hyper-parameters; vocab_size comes from k, max_position_embeddings from config.
@@ -28,8 +33,6 @@ ARCHITECTURES: dict[str, dict] = {
 
 def bert_config(architecture: str | dict, vocab_size: int, max_positions: int = 512):
     """A `BertConfig` for a named architecture (or a dict of BertConfig fields), SDPA attention."""
-    from transformers import BertConfig
-
     if isinstance(architecture, str):
         if architecture not in ARCHITECTURES:
             raise CmgemsError(f"unknown model architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
@@ -41,14 +44,27 @@ def bert_config(architecture: str | dict, vocab_size: int, max_positions: int = 
 
 def masked_lm(config=None, init_from: str | Path | None = None):
     """A `BertForMaskedLM`: from scratch with `config`, or from a local HF checkpoint (safetensors only)."""
-    from transformers import BertForMaskedLM
-
     if init_from is not None:
         path = Path(init_from)
         if not (path / "config.json").exists():
             raise CmgemsError(f"init_from {path}: not a Hugging Face model directory (no config.json)")
         return BertForMaskedLM.from_pretrained(path, use_safetensors=True, attn_implementation="sdpa")
     return BertForMaskedLM(config)
+
+
+def save_folder(directory: str | Path, model, k: int, max_positions: int = 512,
+                tokenizer: str | Path | None = None) -> Path:
+    """Write a model folder atomically: `model.save_pretrained` (safetensors + config), then the files
+    of the `tokenizer` folder (`cmgems tokenizer`'s), or the k-mer tokenizer written afresh
+    (`kmers.write_tokenizer`, with kmer.json). AutoModel*/AutoTokenizer.from_pretrained load it."""
+    with atomic_output(directory, directory=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is None:
+            kmers.write_tokenizer(tmp, k, max_positions)
+        else:
+            for item in Path(tokenizer).iterdir():
+                shutil.copy2(item, tmp / item.name)
+    return Path(directory)
 
 
 def autocast(device: torch.device):

@@ -28,17 +28,20 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
 
-from cmgems import distributed, flops, kmers, masking, models
+from cmgems import distributed, flops, kmers, masking, models, pmi
 from cmgems.atomic import atomic_output, write_json
 from cmgems.batches import MaskedSteps, StepLayout, loader, mask_ids
 from cmgems.checkpoint import Checkpoints, RunLock, check_same_run
+from cmgems.cli import add_settings, option
 from cmgems.corpus import TrainingSequences, validation_sample
 from cmgems.distributed import Dist
 from cmgems.errors import CmgemsError
@@ -55,41 +58,44 @@ EVAL_SEED_OFFSET = 1  # validation masks of the run's own strategy: seed + 1 (tr
 
 @dataclass
 class Settings:
-    """Everything a run depends on; defaults are GeneMask's recipe (250 sequences per step)."""
+    """Everything a run depends on; defaults are GeneMask's recipe (250 sequences per step). The
+    command line's options are these fields (`cli.option`: default and help)."""
 
-    corpus: str
-    out: str
-    model: str = "dnabert6"
-    masking: str = "genemask"
-    masking_options: dict = field(default_factory=dict)
-    pmi: str | None = None
-    tokenizer: str | None = None
-    init_from: str | None = None
-    k: int = 6
-    max_positions: int = 512
-    max_steps: int = 10000
-    sequences_per_step: int = 250  # sequences per optimizer step, whatever the number of processes
-    batch_size: int = 10  # micro-batch: sequences per process per forward/backward pass
-    lr: float = 8e-4
-    warmup_steps: int = 500
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    clip: float = 1.0
-    eval_every: int = 0  # 0 = max_steps // 20
-    eval_sequences: int = 2000
-    eval_batch_means: int = 0  # 0: perplexity over all masked tokens; N: mean of the means of batches of N sequences
-    log_every: int = 10
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    milestones: list[int] = field(default_factory=list)
-    seed: int = 12345
-    threads: int = 0  # torch threads of each process; 0 = torch's default
-    workers: int = -1  # data-loader processes per training process; -1 = from the CPUs available
-    compile: str = ""  # torch.compile backend for the training step ("inductor"; "" = eager PyTorch)
-    gpus: int = 0  # GPUs the job requested (config resources.gpu): none visible is an error
-    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = from the GPU's name (cmgems.flops)
-    meta: dict = field(default_factory=dict)
+    corpus: str = option(help="corpus directory (train.arrow and validation/ shards)")
+    out: str = option(help="run directory")
+    model: str = option("dnabert6", help=f"architecture: {', '.join(models.ARCHITECTURES)}")
+    masking: str = option("genemask", help="masking strategy or curriculum name")
+    masking_options: dict = option(factory=dict, help="JSON object of strategy options")
+    pmi: str | None = option(None, help="pmi.parquet (for PMI-guided strategies)")
+    tokenizer: str | None = option(None, help="tokenizer directory copied into saved models")
+    init_from: str | None = option(None, help="continue pretraining from a local HF checkpoint")
+    k: int = option(6, help="k-mer length (3-6)")
+    max_positions: int = option(512, help="model positions: tokens per sequence, [CLS] and [SEP] included")
+    max_steps: int = option(10000, help="optimizer steps")
+    sequences_per_step: int = option(250, help="sequences per optimizer step, at any process count")
+    batch_size: int = option(10, help="micro-batch: sequences per process per forward/backward pass")
+    lr: float = option(8e-4, help="peak learning rate")
+    warmup_steps: int = option(500, help="steps of linear warmup (then linear decay to 0)")
+    weight_decay: float = option(0.01, help="AdamW weight decay (not on biases and LayerNorm)")
+    betas: tuple[float, float] = option((0.9, 0.98), help="AdamW betas")
+    eps: float = option(1e-6, help="AdamW epsilon")
+    clip: float = option(1.0, help="gradient clipping (global norm)")
+    eval_every: int = option(0, help="validate every N steps (0: max_steps // 20) and at the end")
+    eval_sequences: int = option(2000, help="validation sample: sequences")
+    eval_batch_means: int = option(0, help="validation perplexity over all masked tokens (0) or as the mean of the "
+                                           "means of batches of N sequences (the released code: 6)")
+    log_every: int = option(10, help="a metrics row every N steps")
+    save_every: int = option(1000, help="a checkpoint every N steps")
+    keep_checkpoints: int = option(2, help="checkpoints kept")
+    milestones: list[int] = option(factory=list, help="extra steps to save a model at")
+    seed: int = option(12345, help="seed of the weights, the data order, the masks and dropout")
+    threads: int = option(0, help="torch threads of each process (0: torch's default)")
+    workers: int = option(-1, help="data-loader processes per training process (-1: from the CPUs available)")
+    compile: str = option("", nargs="?", const="inductor", metavar="BACKEND",
+                          help="torch.compile the training step (default backend: inductor; none: eager PyTorch)")
+    gpus: int = option(0, help="GPUs the job requested (config resources.gpu): none visible is an error")
+    peak_tflops: float = option(0.0, help="per-device peak TFLOP/s for MFU (0: from the GPU's name, cmgems.flops)")
+    meta: dict = option(factory=dict, help="JSON object copied into summary.json")
 
     @property
     def eval_interval(self) -> int:
@@ -188,9 +194,7 @@ def token_ranks(s: Settings) -> torch.Tensor | None:
         return None
     if not s.pmi:
         raise CmgemsError(f"masking {s.masking!r} needs a PMI table: pass --pmi")
-    from cmgems.pmi import token_ranks as read_ranks
-
-    return torch.from_numpy(read_ranks(s.pmi, s.k))
+    return torch.from_numpy(pmi.token_ranks(s.pmi, s.k))
 
 
 def run_identity(s: Settings, corpus: TrainingSequences, ranks: torch.Tensor | None) -> dict:
@@ -243,8 +247,6 @@ def build(s: Settings, dist: Dist) -> Run:
         trainer = torch.compile(trainer, backend=s.compile, dynamic=True)
     optimizer = torch.optim.AdamW(models.parameter_groups(model, s.weight_decay), lr=s.lr, betas=tuple(s.betas),
                                   eps=s.eps, fused=dist.device.type == "cuda")
-    from transformers import get_linear_schedule_with_warmup
-
     scheduler = get_linear_schedule_with_warmup(optimizer, s.warmup_steps, s.max_steps)
     peak = s.peak_tflops or (flops.peak_tflops(torch.cuda.get_device_name(dist.device))
                              if dist.device.type == "cuda" else None)
@@ -409,16 +411,8 @@ def rng_state(dist: Dist) -> dict:
 
 
 def save_model(run: Run, path: Path) -> None:
-    """A save_pretrained directory (safetensors + config + tokenizer) loadable by AutoModelForMaskedLM."""
-    s = run.s
-    with atomic_output(path, directory=True) as tmp:
-        run.model.save_pretrained(tmp, safe_serialization=True)
-        if s.tokenizer is not None:
-            for item in Path(s.tokenizer).iterdir():
-                shutil.copy2(item, tmp / item.name)
-        else:
-            kmers.build_tokenizer(s.k, s.max_positions).save_pretrained(tmp)
-            (tmp / "kmer.json").write_text(json.dumps({"k": s.k}) + "\n")
+    """A model folder (`models.save_folder`) loadable by AutoModelForMaskedLM, with the run's tokenizer."""
+    models.save_folder(path, run.model, run.s.k, run.s.max_positions, run.s.tokenizer)
 
 
 class LogWriter:
@@ -436,8 +430,6 @@ class LogWriter:
             writer = csv.DictWriter(f, METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        from torch.utils.tensorboard import SummaryWriter
-
         self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=run.step + 1)
         self.bar = tqdm(total=run.s.max_steps, initial=run.step, unit="step", dynamic_ncols=True,
                         mininterval=0.5 if os.isatty(2) else 30)  # a log file gets a line every 30 s
@@ -520,9 +512,21 @@ def finish(run: Run, writer: LogWriter | None) -> dict:
     return summary
 
 
+def announce(run: Run) -> None:
+    """The main process logs what the run is: its steps, how a step is split, its parameters."""
+    s, dist = run.s, run.dist
+    if dist.main:
+        log.info("%s/%s: %d steps x %d sequences (%d per process x %d accumulation x %d processes), %d parameters",
+                 s.model, s.masking, s.max_steps, s.sequences_per_step, s.batch_size, run.layout.accumulation,
+                 dist.world_size, sum(p.numel() for p in run.model.parameters()))
+
+
 def log_and_validate(run: Run, writer: LogWriter | None) -> None:
-    """Every log_every steps a metrics row; every eval_interval steps (and at the end) with validation."""
+    """The progress bar every step; every log_every steps a metrics row; every eval_interval steps (and
+    at the end) with validation."""
     s = run.s
+    if writer:
+        writer.bar.update(1)
     evaluates = run.step % s.eval_interval == 0 or run.step == s.max_steps
     if evaluates or run.step % s.log_every == 0:
         row = {"step": run.step, **interval_metrics(run)}
@@ -560,15 +564,10 @@ def train(s: Settings) -> dict:
             run = build(s, dist)
             resume(run)
             stop, writer, batches = StopRequest(), LogWriter(run) if dist.main else None, Batches(run)
-            if dist.main:
-                log.info("%s/%s: %d steps x %d sequences (%d per process x %d accumulation x %d processes), %d parameters",
-                         s.model, s.masking, s.max_steps, s.sequences_per_step, s.batch_size, run.layout.accumulation,
-                         dist.world_size, sum(p.numel() for p in run.model.parameters()))
+            announce(run)
             run.meter.reset()
             while run.step < s.max_steps:
                 train_step(run, batches.next())
-                if writer:
-                    writer.bar.update(1)
                 log_and_validate(run, writer)
                 checkpoint_or_stop(run, stop)
             summary = finish(run, writer)
@@ -580,35 +579,18 @@ def train(s: Settings) -> dict:
 
 # ------------------------------------------------------------------------------------------ CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    d = Settings(corpus="", out="")
-    parser.add_argument("--corpus", required=True, help="corpus directory (train.arrow and validation/ shards)")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--model", default=d.model, help=f"architecture: {', '.join(models.ARCHITECTURES)}")
-    parser.add_argument("--masking", default=d.masking, help="masking strategy or curriculum name")
-    parser.add_argument("--masking-options", type=json.loads, default={}, help="JSON object of strategy options")
-    parser.add_argument("--pmi", help="pmi.parquet (for PMI-guided strategies)")
-    parser.add_argument("--tokenizer", help="tokenizer directory copied into saved models")
-    parser.add_argument("--init-from", help="continue pretraining from a local HF checkpoint")
-    helps = {"sequences_per_step": "sequences per optimizer step, at any process count",
-             "batch_size": "micro-batch: sequences per process per forward/backward pass",
-             "workers": "data-loader processes per training process (-1: from the CPUs available)",
-             "gpus": "GPUs the job requested: none visible is an error",
-             "eval_batch_means": "validation perplexity over all masked tokens (0) or as the mean of the means of "
-                                 "batches of N sequences (the released code: 6)"}
-    for name in ("k", "max_positions", "max_steps", "sequences_per_step", "batch_size", "warmup_steps", "eval_every",
-                 "eval_sequences", "eval_batch_means", "log_every", "save_every", "keep_checkpoints", "seed", "threads",
-                 "workers", "gpus"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=helps.get(name))
-    for name in ("lr", "weight_decay", "eps", "clip", "peak_tflops"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    parser.add_argument("--betas", type=float, nargs=2, default=list(d.betas))
-    parser.add_argument("--compile", nargs="?", const="inductor", default="", metavar="BACKEND",
-                        help="torch.compile the training step (default backend: inductor)")
-    parser.add_argument("--milestones", type=int, nargs="*", default=[], help="extra steps to save a model at")
-    parser.add_argument("--meta", type=json.loads, default={}, help="JSON object copied into summary.json")
+    """The fields of `Settings` as options (`cli.add_settings`); by hand those HfArgumentParser cannot
+    make: the JSON objects, the two betas, the milestones (maybe none)."""
+    by_hand = ("masking_options", "betas", "milestones", "meta")
+    add_settings(parser, Settings, [f.name for f in fields(Settings) if f.name not in by_hand])
+    d, helps = Settings(corpus="", out=""), {f.name: f.metadata["help"] for f in fields(Settings)}
+    parser.add_argument("--masking-options", type=json.loads, default=d.masking_options, help=helps["masking_options"])
+    parser.add_argument("--betas", type=float, nargs=2, default=list(d.betas), help=helps["betas"])
+    parser.add_argument("--milestones", type=int, nargs="*", default=d.milestones, help=helps["milestones"])
+    parser.add_argument("--meta", type=json.loads, default=d.meta, help=helps["meta"])
     parser.set_defaults(func=lambda a: train(settings_from_args(a)))
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    fields = Settings.__dataclass_fields__
-    return Settings(**{k: v for k, v in vars(args).items() if k in fields})
+    names = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in vars(args).items() if k in names})
