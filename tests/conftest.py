@@ -42,17 +42,32 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def local_demo(tmp_path_factory) -> Path:
-    """The demo DAG (config/demo.yaml) run once per session on 2 local cores; its working directory."""
+def local_demo(tmp_path_factory, worker_id) -> Path:
+    """The demo DAG (config/demo.yaml) run once per test session on 2 local cores; its working directory.
+    Under pytest-xdist the workers share it: the first to ask runs it under a file lock, the others wait
+    and then read it (or fail at once with its error)."""
     import subprocess
     import sys
 
-    workdir = tmp_path_factory.mktemp("demo")
-    (workdir / "resources").symlink_to(REPO / "resources")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", "--configfile", str(REPO / "config" / "demo.yaml")]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the session's folder above the workers' own
+    workdir, done, failed = shared / "demo", shared / "demo.done", shared / "demo.failed"
+    with FileLock(shared / "demo.lock"):
+        if failed.exists():
+            pytest.fail(f"the demo failed in another worker:\n{failed.read_text()}")
+        if not done.exists():
+            workdir.mkdir()
+            (workdir / "resources").symlink_to(REPO / "resources")
+            cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                   "--cores", "2", "--configfile", str(REPO / "config" / "demo.yaml")]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+            if result.returncode != 0:
+                failed.write_text(result.stdout[-4000:] + result.stderr[-4000:])
+                pytest.fail(failed.read_text())
+            done.touch()
     return workdir
 
 
@@ -108,3 +123,11 @@ def pack_specs():
 @pytest.fixture(scope="session")
 def one_run_options():
     return _one_run_options
+
+
+LONGEST_FILES = ("test_demo.py", "test_slurm.py")  # each runs the whole demo DAG (locally, on SLURM)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest test files first, so that pytest-xdist starts them at once on separate workers."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
