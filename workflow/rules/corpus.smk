@@ -1,8 +1,8 @@
 rule corpus_chunk:
     input:
-        "results/{genome}/contigs",
+        layout.of_genome("{genome}", layout.CONTIGS),
     output:
-        temp("results/{genome}/corpus_chunks/{contig}.parquet"),
+        temp(layout.of_genome("{genome}", layout.CORPUS_CHUNK, contig="{contig}")),
     log:
         "logs/{genome}/corpus_chunk/{contig}.log",
     benchmark:
@@ -12,24 +12,24 @@ rule corpus_chunk:
     resources:
         mem_mb=4000,
     params:
-        c=config["corpus"],
+        corpus=config["corpus"],
         k=K,
     shell:
         "python -m cmgems.cli corpus chunk --contig-parquet {input:q}/{wildcards.contig}.parquet --out {output:q} "
-        "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
-        "--random-max-tokens {params.c[random_max_tokens]} "
-        "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log:q} 2>&1"
+        "--k {params.k} --max-tokens {params.corpus[max_tokens]} --min-tokens {params.corpus[min_tokens]} "
+        "--random-max-tokens {params.corpus[random_max_tokens]} "
+        "--full-length-prob {params.corpus[full_length_prob]} --seed {params.corpus[seed]} > {log:q} 2>&1"
 
 
 rule corpus_finalize:
     input:
-        chunks=lambda w: expand(
-            "results/{{genome}}/corpus_chunks/{contig}.parquet",
-            contig=genome_contigs(w.genome),
-        ),
-        contigs="results/{genome}/contigs",
+        chunks=lambda w: [
+            layout.of_genome(w.genome, layout.CORPUS_CHUNK, contig=c)
+            for c in genome_contigs(w.genome)
+        ],
+        contigs=layout.of_genome("{genome}", layout.CONTIGS),
     output:
-        directory("results/{genome}/corpus"),
+        directory(layout.of_genome("{genome}", layout.CORPUS)),
     log:
         "logs/{genome}/corpus_finalize.log",
     benchmark:
