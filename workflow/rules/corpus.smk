@@ -12,13 +12,13 @@ rule corpus_chunk:
     resources:
         mem_mb=4000,
     params:
-        corpus=config["corpus"],
+        c=config["corpus"],
         k=K,
     shell:
         "python -m cmgems.cli corpus chunk --contig-parquet {input:q}/{wildcards.contig}.parquet --out {output:q} "
-        "--k {params.k} --max-tokens {params.corpus[max_tokens]} --min-tokens {params.corpus[min_tokens]} "
-        "--random-max-tokens {params.corpus[random_max_tokens]} "
-        "--full-length-prob {params.corpus[full_length_prob]} --seed {params.corpus[seed]} > {log:q} 2>&1"
+        "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
+        "--random-max-tokens {params.c[random_max_tokens]} "
+        "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log:q} 2>&1"
 
 
 rule corpus_finalize:
