@@ -34,9 +34,9 @@ RECORD, PREDICTIONS = "metrics.json", "predictions.parquet"  # the files of an e
 RUN_FILES = (RECORD, PREDICTIONS)
 GUE, FEWSHOT = "gue", "fewshot"  # the kinds of evaluation runs
 EXTERNAL, PUBLISHED = "external", "published"  # genome and masking of the published checkpoints
-BASELINE = "baseline"
+BASELINE, FEWSHOT_SETS, REPORT_FOLDER = "baseline", "fewshot_sets", "report"
 # Folders under ROOT that are not genomes; no genome may take their names.
-RESERVED = (EXTERNAL, BASELINE, "report", "fewshot_sets")
+RESERVED = (EXTERNAL, BASELINE, REPORT_FOLDER, FEWSHOT_SETS)
 
 Folder = str | os.PathLike
 
@@ -60,7 +60,7 @@ def of_genome(genome: str, what: str, root: Folder = ROOT, **fields: str) -> str
 
 
 def fewshot_set(dataset: str, shots: int | str, seed: int | str, root: Folder = ROOT) -> str:
-    return f"{root}/fewshot_sets/{dataset}/{shots}/seed{seed}.csv"
+    return f"{root}/{FEWSHOT_SETS}/{dataset}/{shots}/seed{seed}.csv"
 
 
 # ------------------------------------------------------------------------------- runs and models
@@ -210,7 +210,7 @@ TABLE_FORMATS = ("csv", "md", "tex")
 FIGURE_FORMATS = ("png", "pdf")
 
 
-REPORT = f"{ROOT}/report"
+REPORT = f"{ROOT}/{REPORT_FOLDER}"
 
 
 def table(name: str, fmt: str = "csv", folder: Folder = REPORT) -> str:
