@@ -30,15 +30,14 @@ def pyplot():
 
 def save_figure(fig, name: str, folder: str | Path) -> list[Path]:
     """Save `fig` as figure `name` of report `folder` in every format (layout.FIGURE_FORMATS),
-    atomically, and close it. The PDF has no creation date, so that the same data give the same bytes."""
+    atomically, and close it."""
     plt = pyplot()
     paths = []
     try:
         for fmt in layout.FIGURE_FORMATS:
             path = Path(layout.figure(name, fmt, folder))
-            metadata = {"CreationDate": None} if fmt == "pdf" else None
             with atomic_output(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+                fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
             paths.append(path)
     finally:
         plt.close(fig)
