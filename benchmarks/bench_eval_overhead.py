@@ -29,12 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from cmgems.layout import FEWSHOT, GUE, RECORD, Model, Run
+
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "results/demo/{}/tiny/genemask/300"
+MODEL = Model("demo", "tiny", "genemask", 300)
 PACKS = {  # the demo's packs of the model: rule -> an output
-    "finetune_fewshot_demo_prom": f"{MODEL.format('fewshot')}/demo_prom/10/seed0/metrics.json",
-    "finetune_fewshot_demo_splice3": f"{MODEL.format('fewshot')}/demo_splice3/10/seed0/metrics.json",
-    "finetune_gue_other": f"{MODEL.format('gue')}/demo_tata/seed42/metrics.json",
+    "finetune_fewshot_demo_prom": f"{Run(FEWSHOT, MODEL, 'demo_prom', 0, 10).folder()}/{RECORD}",
+    "finetune_fewshot_demo_splice3": f"{Run(FEWSHOT, MODEL, 'demo_splice3', 0, 10).folder()}/{RECORD}",
+    "finetune_gue_other": f"{Run(GUE, MODEL, 'demo_tata', 42).folder()}/{RECORD}",
 }
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO cmgems\.(\w+): (.*)$", re.M)

@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cmgems import layout
+from cmgems.layout import FEWSHOT, GUE, Model, Run
+
 REPO = Path(__file__).resolve().parents[1]
+GENEMASK = Model("demo", "tiny", "genemask", 300)
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 
@@ -28,30 +32,30 @@ def demo(local_demo) -> Path:
 
 
 def test_report_tables_and_figures_are_written(demo):
-    report = demo / "results" / "report"
-    for name in ("gue", "gue_summary", "gue_by_task", "fewshot", "pretraining", "ours_vs_published"):
-        for ext in ("csv", "md", "tex"):
-            assert (report / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
-    for name in ("fewshot_curves", "gue_mcc", "pretraining_curves", "pmi_top20", "pmi_distribution", "masks"):
-        pixels = np.asarray(Image.open(report / "figures" / f"{name}.png").convert("L"), dtype=float)
-        assert pixels.std() > 5, f"{name}.png looks blank"
-        assert (report / "figures" / f"{name}.pdf").stat().st_size > 0
+    report = demo / layout.REPORT
+    for item in layout.TABLES:
+        for fmt in layout.TABLE_FORMATS:
+            assert Path(layout.table(item.name, fmt, report)).stat().st_size > 0, (item.name, fmt)
+    for item in layout.FIGURES:
+        pixels = np.asarray(Image.open(layout.figure(item.name, "png", report)).convert("L"), dtype=float)
+        assert pixels.std() > 5, f"{item.name}.png looks blank"
+        assert Path(layout.figure(item.name, "pdf", report)).stat().st_size > 0
 
 
 def test_demo_models_learn_the_planted_motifs(demo):
-    gue = pd.read_csv(demo / "results" / "report" / "tables" / "gue.csv")
+    gue = pd.read_csv(demo / layout.table("gue"))
     pretrained = gue[gue["model"] == "tiny"]
     assert set(pretrained["masking"]) == {"random", "genemask", "cm_gems"}
     assert set(pretrained["task"]) == {"demo_tata", "demo_splice"}
     assert (pretrained["mcc_x100"] > 30).all(), pretrained[["masking", "task", "mcc_x100"]]
     assert (gue[gue["model"] == "kmer_logreg"]["mcc_x100"] > 90).all()
-    fewshot = pd.read_csv(demo / "results" / "report" / "tables" / "fewshot.csv")
+    fewshot = pd.read_csv(demo / layout.table("fewshot"))
     assert len(fewshot) == 2 * 2 * 4 and (fewshot["n"] == 2).all()  # datasets x shots x methods, 2 seeds
 
 
 def test_demo_gue_keeps_the_lowest_dev_loss_on_each_task_cadence(demo):
     for task, every in (("demo_tata", 20), ("demo_splice", 25)):  # gue.eval_steps, the task's own
-        record = json.loads((demo / "results/demo/gue/tiny/genemask/300" / task / "seed42/metrics.json").read_text())
+        record = json.loads((demo / Run(GUE, GENEMASK, task, 42).folder() / layout.RECORD).read_text())
         selection, total = record["selection"], record["settings"]["total_steps"]
         assert [e["step"] for e in selection["evaluations"]] == list(range(every, total + 1, every))
         assert selection["rule"] == "dev loss"
@@ -65,16 +69,17 @@ def test_packed_runs_equal_one_process_per_run(demo, tmp_path, pack_specs, one_r
     predictions.parquet and metrics.json, timings aside."""
     import os
 
-    model = "results/demo/{}/tiny/genemask/300"
-    targets = [f"{model.format('gue')}/demo_tata/seed42/metrics.json",
-               f"{model.format('fewshot')}/demo_prom/10/seed0/metrics.json"]
+    targets = [f"{Run(GUE, GENEMASK, 'demo_tata', 42).folder()}/{layout.RECORD}",
+               f"{Run(FEWSHOT, GENEMASK, 'demo_prom', 0, 10).folder()}/{layout.RECORD}"]
     plan = snakemake(demo, "-n", "-p", *targets, "--forcerun", "finetune_gue_other", "finetune_fewshot_demo_prom")
     assert plan.returncode == 0, plan.stderr[-3000:]
     runs = pack_specs(plan.stdout)
-    assert sorted(runs) == sorted([f"{model.format('gue')}/{t}/seed42" for t in ("demo_splice", "demo_tata")]
-                                  + [f"{model.format('fewshot')}/demo_prom/{n}/seed{s}" for n in (10, 50) for s in (0, 1)])
-    (tmp_path / "results" / "demo").mkdir(parents=True)  # the demo's inputs, read where the rules read them
-    for link in ("resources", "results/fewshot_sets", "results/demo/models"):
+    expected = [Run(GUE, GENEMASK, t, 42) for t in ("demo_splice", "demo_tata")]
+    expected += [Run(FEWSHOT, GENEMASK, "demo_prom", s, n) for n in (10, 50) for s in (0, 1)]
+    assert sorted(runs) == sorted(run.folder() for run in expected)
+    (tmp_path / layout.ROOT / "demo").mkdir(parents=True)  # the demo's inputs, read where the rules read them
+    few_shot_sets, models = Path(layout.fewshot_set("x", 0, 0)).parents[2], Path(GENEMASK.folder()).parents[2]
+    for link in ("resources", few_shot_sets, models):
         (tmp_path / link).symlink_to(demo / link)
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
     for out, run in runs.items():
@@ -82,7 +87,7 @@ def test_packed_runs_equal_one_process_per_run(demo, tmp_path, pack_specs, one_r
                                 env=env, capture_output=True, text=True, timeout=600)
         assert single.returncode == 0, single.stderr[-3000:]
         assert (tmp_path / out / "predictions.parquet").read_bytes() == (demo / out / "predictions.parquet").read_bytes()
-        records = [json.loads((root / out / "metrics.json").read_text()) for root in (tmp_path, demo)]
+        records = [json.loads((root / out / layout.RECORD).read_text()) for root in (tmp_path, demo)]
         for record in records:
             for key in ("train_seconds", "train_sequences_per_s", "inference_sequences_per_s"):
                 record.pop(key)
@@ -90,10 +95,10 @@ def test_packed_runs_equal_one_process_per_run(demo, tmp_path, pack_specs, one_r
 
 
 def test_cm_gems_switches_and_pretraining_table_agrees(demo):
-    table = pd.read_csv(demo / "results" / "report" / "tables" / "pretraining.csv").set_index("masking")
+    table = pd.read_csv(demo / layout.table("pretraining")).set_index("masking")
     assert table.loc["cm_gems", "switch_step"] > 0
     assert pd.isna(table.loc["genemask", "switch_step"])
-    metrics = pd.read_csv(demo / "results" / "demo" / "models" / "tiny" / "cm_gems" / "300" / "metrics.csv")
+    metrics = pd.read_csv(demo / Model("demo", "tiny", "cm_gems", 300).curves())
     switch = table.loc["cm_gems", "switch_step"]
     assert (metrics[metrics["step"] <= switch]["phase"] == "genemask").all()
     assert (metrics[metrics["step"] > switch]["phase"] == "global_pmi").all()
@@ -103,9 +108,9 @@ def test_cm_gems_switches_and_pretraining_table_agrees(demo):
 
 
 def test_snakemake_html_report(demo):
-    result = snakemake(demo, "--report", "results/report/report.html")
+    result = snakemake(demo, "--report", f"{layout.REPORT}/report.html")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (demo / "results" / "report" / "report.html").stat().st_size > 100_000
+    assert (demo / layout.REPORT / "report.html").stat().st_size > 100_000
 
 
 def test_rerun_has_nothing_to_do(demo):

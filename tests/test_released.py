@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from cmgems import kmers, masking
+from cmgems import kmers, layout, masking
+from cmgems.layout import Model
 from test_workflow import REPO, job_counts, snakemake
 
 CONFIGS = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "released.yaml")]
-RUNS = ["results/hg38/models/dnabert6/cm_gems/10000", "results/hg38/models/logo/genemask/10000"]
+RUNS = [Model("hg38", "dnabert6", "cm_gems", 10000), Model("hg38", "logo", "genemask", 10000)]
 
 
 def test_released_preset_plans_on_a_fresh_clone(tmp_path):
@@ -30,7 +32,7 @@ def test_released_preset_plans_on_a_fresh_clone(tmp_path):
 
 def planned_commands(tmp_path, *configs: str) -> dict[str, str]:
     """{job: shell command} of a dry run towards two pretraining runs; job = the rule and its log file."""
-    result = snakemake("-n", "-p", *(f"{run}/summary.json" for run in RUNS), "--configfile", *configs,
+    result = snakemake("-n", "-p", *(run.summary() for run in RUNS), "--configfile", *configs,
                        "-d", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     commands = {}
@@ -55,7 +57,7 @@ def test_released_preset_changes_the_corpus_pmi_and_pretraining_commands(tmp_pat
     chunks = {f"logs/hg38/corpus_chunk/chr{i}.log" for i in [*range(1, 23), "X", "Y"]}
     assert changed == chunks | {"logs/hg38/genome_contigs.log", "logs/hg38/corpus_finalize.log",
                                 "logs/hg38/pmi_merge.log", "logs/hg38/pmi_score.log",
-                                *(f"logs/hg38/pretrain/{run.split('/', 3)[3]}.log" for run in RUNS)}
+                                *(f"logs/hg38/pretrain/{run.model}/{run.masking}/{run.steps}.log" for run in RUNS)}
 
     contigs = shlex.split(released["logs/hg38/genome_contigs.log"])
     assert "--splice-n" in contigs and "chrM" in contigs
@@ -63,8 +65,8 @@ def test_released_preset_changes_the_corpus_pmi_and_pretraining_commands(tmp_pat
     assert options(released["logs/hg38/corpus_chunk/chrM.log"], *flags) == dict(zip(flags, ["506", "1", "505", "0.5"]))
     assert options(paper["logs/hg38/corpus_chunk/chr1.log"], *flags) == dict(zip(flags, ["510", "5", "0", "0.5"]))
     merged = shlex.split(released["logs/hg38/pmi_merge.log"])
-    assert [w for w in merged if w.startswith("results/hg38/pmi/counts/")] == [
-        f"results/hg38/pmi/counts/chr{i}.parquet" for i in (1, 2, 3)]
+    counts = [layout.of_genome("hg38", layout.PMI_COUNTS, contig=f"chr{i}") for i in (1, 2, 3)]
+    assert [w for w in merged if w.startswith(str(Path(counts[0]).parent))] == counts
     assert options(released["logs/hg38/pmi_score.log"], "--definition")["--definition"] == "genemask"
     assert options(paper["logs/hg38/pmi_score.log"], "--definition")["--definition"] == "levine"
 

@@ -1,9 +1,10 @@
-"""Tests for cmgems.report on a small fake results tree built in tmp_path."""
+"""Tests for cmgems.report on a small fake results tree built in tmp_path, declared by a grid."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,25 @@ import pytest
 import torch
 from PIL import Image
 
-from cmgems import report
+from cmgems import layout, masking
 from cmgems.cli import main as cli_main
 from cmgems.errors import CmgemsError
+from cmgems.layout import FEWSHOT, GUE, Grid, Model, Run
+from cmgems.report import collect, figures, masks, render, tables, write_figures, write_tables
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = [("hg38", "bert_base", "genemask", 10000), ("hg38", "bert_base", "cm_gems", 10000)]
-FEWSHOT = {"prom_core": (10, 50), "splice_40": (10,)}
+METHODS = [Model("hg38", "bert_base", "genemask", 10000), Model("hg38", "bert_base", "cm_gems", 10000)]
+FEWSHOT_SHOTS = {"prom_core": (10, 50), "splice_40": (10,)}
+GRID = Grid(
+    genomes=("hg38",),
+    pretrained=tuple(METHODS),
+    external=(),
+    gue_tasks=(*tables.GUE_27, "demo_tata"),
+    gue_seeds=(42, 43),
+    fewshot=tuple((d, shots, seed) for d, shots_list in FEWSHOT_SHOTS.items() for shots in shots_list
+                  for seed in range(3)),
+    baseline=True,
+)
 
 
 def _metrics(rng: np.random.Generator) -> dict:
@@ -36,28 +49,19 @@ def _write(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc))
 
 
-def _record(kind: str, method, seed: int, metrics: dict, **fields) -> dict:
-    genome, model, masking, steps = method
-    return {"kind": kind, "genome": genome, "model": model, "masking": masking, "steps": steps,
-            **fields, "seed": seed, "metrics": metrics}
+def _record(kind: str, method: Model | None, seed: int, metrics: dict, **fields) -> dict:
+    return {"kind": kind, **(method or layout.BASELINE_MODEL)._asdict(), **fields, "seed": seed, "metrics": metrics}
 
 
-def _gue(root: Path, method, task: str, seed: int, rng) -> None:
-    genome, model, masking, steps = method
-    doc = _record("gue", method, seed, _metrics(rng), task=task, n_train=100, n_test=20, train_seconds=1.5)
-    _write(root / genome / "gue" / model / masking / str(steps) / task / f"seed{seed}" / "metrics.json", doc)
+def _gue(root: Path, method: Model | None, task: str, seed: int, rng) -> None:
+    doc = _record(GUE, method, seed, _metrics(rng), task=task, n_train=100, n_test=20, train_seconds=1.5)
+    _write(Path(Run(GUE, method, task, seed).folder(root)) / layout.RECORD, doc)
 
 
-def _fewshot(root: Path, method, dataset: str, shots: int, seed: int, rng) -> None:
-    genome, model, masking, steps = method
-    doc = _record("fewshot", method, seed, {**_metrics(rng), "auc": 0.7}, dataset=dataset, shots=shots,
+def _fewshot(root: Path, method: Model | None, dataset: str, shots: int, seed: int, rng) -> None:
+    doc = _record(FEWSHOT, method, seed, {**_metrics(rng), "auc": 0.7}, dataset=dataset, shots=shots,
                   n_train=2 * shots, n_test=50, train_seconds=0.5)
-    base = (
-        root / "baseline" / "fewshot"
-        if masking == "none"
-        else root / genome / "fewshot" / model / masking / str(steps)
-    )
-    _write(base / dataset / str(shots) / f"seed{seed}" / "metrics.json", doc)
+    _write(Path(Run(FEWSHOT, method, dataset, seed, shots).folder(root)) / layout.RECORD, doc)
 
 
 def ref_ppl(steps: np.ndarray) -> np.ndarray:
@@ -65,10 +69,12 @@ def ref_ppl(steps: np.ndarray) -> np.ndarray:
     return np.where(steps % 200 == 0, 50.0 - steps / 50, np.nan)
 
 
-def _pretraining(root: Path, masking: str, switch_step, phases: list[str], reference: bool = False) -> None:
-    """A finished run; with `reference` its metrics.csv and summary.json hold the reference masking's
-    perplexity (`ref_ppl`), else they are as written before it was logged."""
-    run = root / "hg38" / "models" / "bert_base" / masking / "1000"
+def _pretraining(root: Path, masking: str, switch_step, phases: list[str], reference: bool = False) -> Model:
+    """A finished run of 10K steps, logged at steps 50..1000; with `reference` its metrics.csv and
+    summary.json hold the reference masking's perplexity (`ref_ppl`), else they are as written before
+    it was logged."""
+    model = Model("hg38", "bert_base", masking, 10000)
+    run = Path(model.folder(root))
     run.mkdir(parents=True)
     steps = np.arange(50, 1001, 50)
     val = np.where(steps % 200 == 0, 30.0 - steps / 100, np.nan)
@@ -86,13 +92,13 @@ def _pretraining(root: Path, masking: str, switch_step, phases: list[str], refer
             "phase": np.where(steps < (switch_step or 10**9), phases[0], phases[-1]),
             "tokens_per_s": 1e4,
         }
-    ).to_csv(run / "metrics.csv", index=False, na_rep="")
+    ).to_csv(model.curves(root), index=False, na_rep="")
     summary = {
         "kind": "pretraining",
         "genome": "hg38",
         "model": "bert_base",
         "masking": masking,
-        "steps": 1000,
+        "steps": 10000,
         "final_loss": 5.5,
         "final_val_ppl": 20.0,
         **({"final_ref_val_ppl": float(ref_ppl(np.array([1000]))[0])} if reference else {}),
@@ -101,10 +107,11 @@ def _pretraining(root: Path, masking: str, switch_step, phases: list[str], refer
         "train_seconds": 60.0,
         "parameters": 1000,
     }
-    (run / "summary.json").write_text(json.dumps(summary))
+    Path(model.summary(root)).write_text(json.dumps(summary))
+    return model
 
 
-def _pmi(root: Path) -> None:
+def _pmi(root: Path, genome: str = "hg38") -> None:
     rng = np.random.default_rng(0)
     rows = []
     for n in (2, 6):
@@ -125,52 +132,41 @@ def _pmi(root: Path) -> None:
                 }
             )
         )
-    (root / "hg38" / "pmi").mkdir(parents=True)
-    pd.concat(rows).to_parquet(root / "hg38" / "pmi" / "pmi.parquet")
+    path = Path(layout.of_genome(genome, layout.PMI, root))
+    path.parent.mkdir(parents=True)
+    pd.concat(rows).to_parquet(path)
 
 
 def _corpus(root: Path) -> None:
     seq = bytes(np.random.default_rng(2).choice(list(b"ACGT"), 300).tolist())
-    (root / "hg38" / "corpus" / "validation").mkdir(parents=True)
+    folder = Path(layout.of_genome("hg38", layout.VALIDATION, root))
+    folder.mkdir(parents=True)
     pd.DataFrame({"contig": ["chr1"], "start": [0], "end": [300], "sequence": [seq]}).to_parquet(
-        root / "hg38" / "corpus" / "validation" / "chr1.parquet"
+        folder / "chr1.parquet"
     )
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    """Two methods with all 27 GUE tasks (cm_gems with 2 seeds), genemask missing tf_4, one demo task,
-    a baseline; few-shot 2 datasets x shots x 3 seeds (1 seed for the baseline); two pretraining runs;
-    a PMI table and one validation chunk."""
+    """The runs of GRID, some not written yet: two methods with all 27 GUE tasks (cm_gems with 2
+    seeds), genemask missing tf_4, one demo task, a baseline on one task; few-shot 2 datasets x shots x
+    3 seeds (1 seed for the baseline); two pretraining runs; a PMI table and one validation chunk; a
+    record in a folder of no run."""
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(1)
     for method in METHODS:
-        for task in report.GUE_27 + ["demo_tata"]:
+        for task in tables.GUE_27 + ["demo_tata"]:
             if method[2] == "genemask" and task == "tf_4":
                 continue
             for seed in (42, 43) if method[2] == "cm_gems" else (42,):
                 _gue(root, method, task, seed, rng)
-    baseline = ("none", "kmer_logreg", "none", 0)
-    doc = {
-        "kind": "gue",
-        "genome": "none",
-        "model": "kmer_logreg",
-        "masking": "none",
-        "steps": 0,
-        "task": "tf_0",
-        "seed": 0,
-        "metrics": _metrics(rng),
-        "n_train": 100,
-        "n_test": 20,
-        "train_seconds": 0.1,
-    }
-    _write(root / "baseline" / "gue" / "tf_0" / "metrics.json", doc)
-    for dataset, shots_list in FEWSHOT.items():
+    _gue(root, None, "tf_0", 0, rng)
+    for dataset, shots_list in FEWSHOT_SHOTS.items():
         for shots in shots_list:
             for method in METHODS:
                 for seed in range(3):
                     _fewshot(root, method, dataset, shots, seed, rng)
-            _fewshot(root, baseline, dataset, shots, 0, rng)
+            _fewshot(root, None, dataset, shots, 0, rng)
     _pretraining(root, "genemask", None, ["genemask"])
     _pretraining(root, "cm_gems", 400, ["genemask", "global_pmi"], reference=True)
     _pmi(root)
@@ -181,7 +177,7 @@ def tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tree) -> pd.DataFrame:
-    return report.collect_runs(tree)
+    return collect.collect_runs(tree, GRID.runs())
 
 
 def _docs(root: Path, kind: str) -> list[dict]:
@@ -190,9 +186,9 @@ def _docs(root: Path, kind: str) -> list[dict]:
 
 
 def test_task_groups():
-    assert len(report.GUE_27) == 27
+    assert len(tables.GUE_27) == 27
     assert [
-        report.task_group(t)
+        tables.task_group(t)
         for t in (
             "EMP_H3",
             "prom_core_tata",
@@ -213,7 +209,7 @@ def test_collect_runs(tree, runs):
     assert base[["genome", "masking", "steps", "task"]].values.tolist() == [["none", "none", 0, "tf_0"]]
 
 
-def test_collect_runs_infers_kind_and_seed_from_path(tmp_path):
+def test_collect_runs_takes_kind_and_seed_from_the_declared_run(tmp_path):
     doc = {
         "genome": "g",
         "model": "m",
@@ -223,25 +219,55 @@ def test_collect_runs_infers_kind_and_seed_from_path(tmp_path):
         "shots": 10,
         "metrics": {"mcc": 0.5},
     }
-    _write(tmp_path / "g" / "fewshot" / "m" / "random" / "10" / "d" / "10" / "seed7" / "metrics.json", doc)
-    runs = report.collect_runs(tmp_path)
+    run = Run(FEWSHOT, Model("g", "m", "random", 10), "d", 7, 10)
+    _write(Path(run.folder(tmp_path)) / layout.RECORD, doc)
+    runs = collect.collect_runs(tmp_path, [run])
     assert runs[["kind", "seed", "shots", "mcc"]].values.tolist() == [["fewshot", 7, 10, 0.5]]
+    _write(Path(run.folder(tmp_path)) / layout.RECORD, {**doc, "kind": GUE})
+    with pytest.raises(CmgemsError, match="kind 'gue' in the folder of a fewshot run"):
+        collect.collect_runs(tmp_path, [run])
 
 
 def test_collect_runs_names_bad_file(tmp_path):
-    _write(
-        tmp_path / "x" / "metrics.json",
-        {"kind": "gue", "model": "m", "masking": "r", "metrics": {"mcc": 0.1}},
-    )
-    with pytest.raises(CmgemsError, match=r"x/metrics.json.*task"):
-        report.collect_runs(tmp_path)
-    (tmp_path / "x" / "metrics.json").write_text("{not json")
+    run = Run(GUE, Model("x", "m", "r", 1), "t", 0)
+    record = Path(run.folder(tmp_path)) / layout.RECORD
+    _write(record, {"kind": "gue", "model": "m", "masking": "r", "metrics": {"mcc": 0.1}})
+    with pytest.raises(CmgemsError, match=r"seed0/metrics.json.*task"):
+        collect.collect_runs(tmp_path, [run])
+    record.write_text("{not json")
     with pytest.raises(CmgemsError, match="metrics.json"):
-        report.collect_runs(tmp_path)
+        collect.collect_runs(tmp_path, [run])
+
+
+def test_tables_leave_out_runs_the_grid_does_not_declare(tree, tmp_path):
+    """Runs, pretraining runs and PMI tables of an earlier configuration, left under the results
+    root, do not change a byte of the tables."""
+    root = tmp_path / "results"
+    shutil.copytree(tree, root)
+    options = ["report", "--results", str(root), "--grid", GRID.to_json(), "--tables-only", "--k", "6",
+               "--max-positions", "64", "--steps", "100", "--published", str(REPO / "resources" / "published")]
+
+    def written() -> dict[str, bytes]:
+        assert cli_main([*options, "--out", str(tmp_path / "report")]) == 0
+        return {p.name: p.read_bytes() for p in (tmp_path / "report" / "tables").iterdir()}
+
+    before = written()
+    rng = np.random.default_rng(5)
+    stale = [Model("hg38", "bert_base", "random", 10000), Model("hg19", "bert_base", "genemask", 10000)]
+    for model in stale:
+        _gue(root, model, "tf_0", 42, rng)
+        _fewshot(root, model, "prom_core", 10, 0, rng)
+    _gue(root, METHODS[0], "covid", 42, rng)  # a task no longer in the grid
+    _fewshot(root, METHODS[0], "prom_core", 10, 7, rng)  # a seed no longer in the grid
+    _fewshot(root, None, "prom_core", 1000, 0, rng)
+    _pretraining(root, "random", None, ["random"])
+    _pmi(root, "hg19")
+    assert written() == before
+    assert len(before) == 3 * len(layout.TABLES)
 
 
 def test_gue_table_matches_files(tree, runs):
-    table = report.gue_table(runs)
+    table = tables.gue_table(runs)
     docs = _docs(tree, "gue")
     assert len(table) == len(docs)
     for doc in docs:
@@ -254,11 +280,11 @@ def test_gue_table_matches_files(tree, runs):
         assert len(row) == 1
         assert row["mcc_x100"].iloc[0] == pytest.approx(100 * doc["metrics"]["mcc"])
         assert row["f1_macro_x100"].iloc[0] == pytest.approx(100 * doc["metrics"]["f1_macro"])
-        assert row["group"].iloc[0] == report.task_group(doc["task"])
+        assert row["group"].iloc[0] == tables.task_group(doc["task"])
 
 
 def test_gue_summary_means(tree, runs):
-    summary = report.gue_summary(runs).set_index("masking")
+    summary = tables.gue_summary(runs).set_index("masking")
     docs = _docs(tree, "gue")
 
     def task_means(masking):
@@ -270,7 +296,7 @@ def test_gue_summary_means(tree, runs):
 
     cm = task_means("cm_gems")
     assert summary.loc["cm_gems", "n_tasks"] == 28
-    assert summary.loc["cm_gems", "mcc_x100_mean27"] == pytest.approx(np.mean([cm[t] for t in report.GUE_27]))
+    assert summary.loc["cm_gems", "mcc_x100_mean27"] == pytest.approx(np.mean([cm[t] for t in tables.GUE_27]))
     assert summary.loc["cm_gems", "mcc_x100_mean"] == pytest.approx(np.mean(list(cm.values())))
     assert summary.loc["cm_gems", "mcc_x100_EMP"] == pytest.approx(
         np.mean([cm[t] for t in cm if t.startswith("EMP_")])
@@ -285,26 +311,26 @@ def test_gue_summary_means(tree, runs):
 
 
 def test_gue_by_task(runs):
-    wide = report.gue_by_task(runs)
+    wide = tables.gue_by_task(runs)
     assert wide["task"].tolist()[:2] == ["EMP_H3", "EMP_H3K14ac"] and wide["task"].iloc[-1] == "demo_tata"
     assert "cm_gems bert_base 10K" in wide.columns and "kmer_logreg" in wide.columns
     assert np.isnan(wide.set_index("task").loc["tf_4", "genemask bert_base 10K"])
 
 
 def test_fewshot_table(tree, runs):
-    table = report.fewshot_table(runs)
+    table = tables.fewshot_table(runs)
     docs = _docs(tree, "fewshot")
     assert table["n"].sum() == len(docs)
-    for (dataset, shots, masking), g in table.groupby(["dataset", "shots", "masking"]):
+    for (dataset, shots, strategy), g in table.groupby(["dataset", "shots", "masking"]):
         values = [
             100 * d["metrics"]["mcc"]
             for d in docs
-            if (d["dataset"], d["shots"], d["masking"]) == (dataset, shots, masking)
+            if (d["dataset"], d["shots"], d["masking"]) == (dataset, shots, strategy)
         ]
         acc = [
             100 * d["metrics"]["accuracy"]
             for d in docs
-            if (d["dataset"], d["shots"], d["masking"]) == (dataset, shots, masking)
+            if (d["dataset"], d["shots"], d["masking"]) == (dataset, shots, strategy)
         ]
         row = g.iloc[0]
         assert row["n"] == len(values)
@@ -317,7 +343,7 @@ def test_fewshot_table(tree, runs):
 
 
 def test_pretraining_table(tree):
-    table = report.pretraining_table(tree).set_index("masking")
+    table = tables.pretraining_table(collect.pretraining_summaries(tree, GRID.pretrained)).set_index("masking")
     assert list(table.index) == ["genemask", "cm_gems"]
     assert pd.isna(table.loc["genemask", "switch_step"])
     assert table.loc["cm_gems", "switch_step"] == 400
@@ -337,31 +363,29 @@ def _switch_marks(ax) -> list[float]:
 
 
 def test_pretraining_figure_shows_the_reference_perplexity_beside_each_runs_own(tree, caplog):
-    runs = report.read_pretraining_curves(tree)
+    runs = collect.pretraining_curves(tree, GRID.pretrained)
     with caplog.at_level("WARNING"):
-        fig = report.pretraining_curves_figure(runs)
+        fig = figures.pretraining_curves_figure(runs)
     reference, own, loss = fig.axes
     assert "reference" in reference.get_title().lower() and "own" in own.get_title().lower()
     steps = list(range(200, 1001, 200))
-    assert _curves(reference) == {"cm_gems bert_base 1K": (steps, pytest.approx(ref_ppl(np.array(steps)).tolist()))}
-    assert set(_curves(own)) == set(_curves(loss)) == {"genemask bert_base 1K", "cm_gems bert_base 1K"}
-    assert _curves(own)["genemask bert_base 1K"] == (steps, pytest.approx([30.0 - s / 100 for s in steps]))
+    assert _curves(reference) == {"cm_gems bert_base 10K": (steps, pytest.approx(ref_ppl(np.array(steps)).tolist()))}
+    assert set(_curves(own)) == set(_curves(loss)) == {"genemask bert_base 10K", "cm_gems bert_base 10K"}
+    assert _curves(own)["genemask bert_base 10K"] == (steps, pytest.approx([30.0 - s / 100 for s in steps]))
     assert [_switch_marks(ax) for ax in (reference, own, loss)] == [[400.0]] * 3  # cm_gems's switch
     notes = " ".join(t.get_text() for t in reference.texts)
-    assert "no reference perplexity" in notes and "genemask bert_base 1K" in notes and "cm_gems" not in notes
-    assert "genemask bert_base 1K" in caplog.text
-    report._pyplot().close(fig)
+    assert "no reference perplexity" in notes and "genemask bert_base 10K" in notes and "cm_gems" not in notes
+    assert "genemask bert_base 10K" in caplog.text
+    figures.pyplot().close(fig)
 
 
 def test_pretraining_figure_of_runs_without_reference_columns(tmp_path):
-    _pretraining(tmp_path, "genemask", None, ["genemask"])
-    _pretraining(tmp_path, "cm_gems", 400, ["genemask", "global_pmi"])
-    paths = report.plot_pretraining_curves(tmp_path, tmp_path / "curves")
-    _assert_png_ok(paths[0])
-    fig = report.pretraining_curves_figure(report.read_pretraining_curves(tmp_path))
+    models = [_pretraining(tmp_path, "genemask", None, ["genemask"]),
+              _pretraining(tmp_path, "cm_gems", 400, ["genemask", "global_pmi"])]
+    fig = figures.pretraining_curves_figure(collect.pretraining_curves(tmp_path, models))
     assert _curves(fig.axes[0]) == {} and len(_curves(fig.axes[1])) == 2
-    assert "cm_gems bert_base 1K" in " ".join(t.get_text() for t in fig.axes[0].texts)
-    report._pyplot().close(fig)
+    assert "cm_gems bert_base 10K" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    _assert_png_ok(figures.save_figure(fig, "curves", tmp_path)[0])
 
 
 def test_switch_step_from_phases_of_unfinished_run(tree):
@@ -369,38 +393,38 @@ def test_switch_step_from_phases_of_unfinished_run(tree):
         {"step": [1, 2, 3, 4], "phase": ["genemask", "genemask", "global_pmi", "global_pmi"]}
     )
     mixed = curriculum.assign(phase=["dnabert", "global_pmi", "dnabert", "global_pmi"])
-    assert report._single_phase_change(curriculum) == 3
-    assert report._single_phase_change(mixed) is None
-    switches = {r["masking"]: r["switch_step"] for r in report.read_pretraining_curves(tree)}
+    assert collect.single_phase_change(curriculum) == 3
+    assert collect.single_phase_change(mixed) is None
+    switches = {r["masking"]: r["switch_step"] for r in collect.pretraining_curves(tree, GRID.pretrained)}
     assert switches == {"genemask": None, "cm_gems": 400}
 
 
 def test_published_numbers_file():
     """Both rows of DNABERT-2's GUE table, every task once per model, each mean equal to its rows' mean."""
-    pub = report.read_published(REPO / "resources" / "published")["gue"]
+    pub = collect.read_published(REPO / "resources" / "published")["gue"]
     assert set(pub["model"]) == {"DNABERT-2", "DNABERT (6-mer)"}
     for model, rows in pub.groupby("model"):
         values = rows.set_index("task")["mcc_x100"]
-        assert sorted(values.index) == sorted([*report.GUE_TASKS, "mean_27", "mean_28"]), model
-        assert values["mean_27"] == pytest.approx(values[report.GUE_27].mean(), abs=5e-4)
-        assert values["mean_28"] == pytest.approx(values[report.GUE_TASKS].mean(), abs=5e-4)
+        assert sorted(values.index) == sorted([*tables.GUE_TASKS, "mean_27", "mean_28"]), model
+        assert values["mean_27"] == pytest.approx(values[tables.GUE_27].mean(), abs=5e-4)
+        assert values["mean_28"] == pytest.approx(values[tables.GUE_TASKS].mean(), abs=5e-4)
     assert all("MAGICS-LAB/DNABERT_2" in s for s in pub[~pub["task"].str.startswith("mean")]["source"])
     readme = (REPO / "resources" / "published" / "README.md").read_text()
     assert not re.search(r"(^|[\s(`])(/|\.\./)\w", readme, re.M), "names a path outside the repository"
 
 
 def test_published_table(tree, runs):
-    table = report.published_table(runs, REPO / "resources" / "published")
+    table = tables.published_table(runs, REPO / "resources" / "published")
     gue = table[table["benchmark"] == "gue"].set_index("entry")
     assert gue.loc["prom_core_tata", "DNABERT-2 (published)"] == 74.17
     assert gue.loc["prom_core_tata", "DNABERT (6-mer) (published)"] == 76.06
     assert gue.loc["EMP_H3", "DNABERT (6-mer) (published)"] == 73.10 and gue.loc["covid", "DNABERT-2 (published)"] == 71.02
     assert gue.loc["mean_27", "DNABERT-2 (published)"] == 66.649
     assert gue.loc["mean_27", "DNABERT (6-mer) (published)"] == 60.690
-    means = report.gue_task_means(runs)
+    means = tables.gue_task_means(runs)
     best = means[means["task"] == "tf_0"]["mcc_x100"].max()
     assert gue.loc["tf_0", "ours_x100"] == pytest.approx(best)
-    summary = report.gue_summary(runs)
+    summary = tables.gue_summary(runs)
     assert gue.loc["mean_27", "ours_x100"] == pytest.approx(summary["mcc_x100_mean27"].max())
     assert gue.loc["mean_27", "ours_method"] == "cm_gems bert_base 10K"
     assert np.isnan(gue.loc["mean_28", "ours_x100"])
@@ -413,20 +437,21 @@ def test_published_fewshot_and_missing_source(tmp_path, runs):
     (pub / "fewshot.csv").write_text(
         "dataset,shots,model,metric,value_x100,source\nprom_core,10,X,mcc,12.5,paper T1\n"
     )
-    table = report.published_table(runs, pub)
+    table = tables.published_table(runs, pub)
     row = table[table["benchmark"] == "fewshot"].iloc[0]
-    few = report.fewshot_table(runs)
+    few = tables.fewshot_table(runs)
     assert row["X (published)"] == 12.5 and row["shots"] == 10
     ours = few[(few["dataset"] == "prom_core") & (few["shots"] == 10)]["mcc_x100_mean"].max()
     assert row["ours_x100"] == pytest.approx(ours)
     (pub / "gue_mcc.csv").write_text("task,model,mcc_x100,source\ntf_0,Y,50,\n")
     with pytest.raises(CmgemsError, match="source"):
-        report.read_published(pub)
+        collect.read_published(pub)
 
 
 def test_write_table_formats(tmp_path):
     df = pd.DataFrame({"task": ["a_b", "c"], "mcc_x100": [12.3456, np.nan], "n": [3, 1]})
-    csv, md, tex = report.write_table(df, tmp_path / "t")
+    csv, md, tex = render.write_table(df, "t", tmp_path)
+    assert csv == tmp_path / "tables" / "t.csv"
     back = pd.read_csv(csv)
     assert back["mcc_x100"].iloc[0] == 12.3456 and np.isnan(back["mcc_x100"].iloc[1])
     assert "| a_b | 12.35 | 3 |" in md.read_text() and "| c |  | 1 |" in md.read_text()
@@ -446,81 +471,77 @@ def test_plot_masks_with_fake_maskers(tmp_path):
     ids = np.r_[2, np.arange(5, 45), 3, 0, 0]
 
     def every_fifth(input_ids, step, draws):
-        labels = torch.full_like(input_ids, -100)
+        labels = torch.full_like(input_ids, masking.IGNORE_INDEX)
         labels[:, 1:-3:5] = input_ids[:, 1:-3:5]
         inputs = input_ids.clone()
         inputs[:, 1:-3:5] = 4
         return inputs, labels
 
     def first_span(input_ids, step, draws):
-        labels = torch.full_like(input_ids, -100)
+        labels = torch.full_like(input_ids, masking.IGNORE_INDEX)
         labels[:, 3:9] = input_ids[:, 3:9]
         inputs = input_ids.clone()
         inputs[:, 3:5] = 4
         inputs[:, 5] = 17
         return inputs, labels
 
-    raster = report.mask_raster(ids, *[t.numpy() for t in first_span(torch.as_tensor(ids)[None], 0, None)])
+    raster = masks.mask_raster(ids, *[t.numpy() for t in first_span(torch.as_tensor(ids)[None], 0, None)])
     assert raster[[0, 1, 3, 5, 6, 41, 42]].tolist() == [4, 0, 1, 2, 3, 4, 4]
-    paths = report.plot_masks(ids, {"every_fifth": every_fifth, "first_span": first_span}, tmp_path / "masks")
-    assert [p.name for p in paths] == ["masks.png", "masks.pdf"]
+    fig = masks.masks_figure(ids, {"every_fifth": every_fifth, "first_span": first_span}, k=6)
+    paths = figures.save_figure(fig, "masks", tmp_path)
+    assert paths == [tmp_path / "figures" / "masks.png", tmp_path / "figures" / "masks.pdf"]
     _assert_png_ok(paths[0])
 
 
-def test_masks_figure_with_masking_module(tree, tmp_path):
-    pytest.importorskip("cmgems.masking")
-    found = report.longest_validation_ids(tree)
-    assert found[0] == "hg38" and found[1].shape == (1, 297)
-    maskers = report.default_maskers(tree / "hg38" / "pmi" / "pmi.parquet")
-    assert {"random", "genemask", "cm_gems"} <= set(maskers)
-    _assert_png_ok(report.write_masks_figure(tree, tmp_path / "masks")[0])
+def test_masks_figure_draws_the_configured_k_length_and_step(tree, tmp_path):
+    genome, sequence = collect.longest_validation_sequence(tree, ["hg38"])
+    assert genome == "hg38" and len(sequence) == 300
+    pmi_table = Path(layout.of_genome("hg38", layout.PMI, tree))
+    assert set(masks.default_maskers(pmi_table, 6, 1000)) == set(masking.names())
+    for k, positions, steps in ((6, 64, 1000), (4, 128, 300)):
+        fig = masks.validation_masks_figure(tree, ["hg38"], k, positions, steps)
+        ax = fig.axes[0]
+        assert ax.images[0].get_array().shape == (len(masking.names()), positions)
+        assert f"{k}-mer" in ax.get_xlabel() and f"step {steps // 2}," in ax.get_title()
+        _assert_png_ok(figures.save_figure(fig, "masks", tmp_path)[0])
 
 
 def test_figures_without_data(tmp_path, caplog):
     empty = tmp_path / "results"
     empty.mkdir()
     with caplog.at_level("WARNING"):
-        paths = report.write_figures(empty, tmp_path / "figures")
-    assert sorted(p.name for p in paths) == sorted(f"{f}.{e}" for f in report.FIGURES for e in ("png", "pdf"))
+        paths = write_figures(empty, GRID, collect.collect_runs(empty, GRID.runs()), tmp_path, 6, 64, 100)
+    assert paths == [Path(layout.figure(f.name, fmt, tmp_path)) for f in layout.FIGURES for fmt in ("png", "pdf")]
     for p in paths:
         assert p.stat().st_size > 0
         if p.suffix == ".png":
             _assert_png_ok(p)
     assert "no data" in caplog.text or "no " in caplog.text
-    tables = report.write_tables(empty, tmp_path / "tables", None)
-    assert len(tables) == 3 * len(report.TABLES)
+    written = write_tables(empty, GRID, collect.collect_runs(empty, GRID.runs()), None, tmp_path)
+    assert written == [Path(layout.table(t.name, fmt, tmp_path)) for t in layout.TABLES for fmt in ("csv", "md", "tex")]
 
 
 def test_cli_round_trip(tree, tmp_path):
     out = tmp_path / "report"
-    assert (
-        cli_main(
-            [
-                "report",
-                "--results",
-                str(tree),
-                "--out",
-                str(out),
-                "--published",
-                str(REPO / "resources" / "published"),
-            ]
-        )
-        == 0
-    )
-    for name in report.TABLES:
-        for ext in ("csv", "md", "tex"):
-            assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
-        assert r"\bottomrule" in (out / "tables" / f"{name}.tex").read_text()
-    for name in report.FIGURES:
-        assert (out / "figures" / f"{name}.pdf").stat().st_size > 0
-        _assert_png_ok(out / "figures" / f"{name}.png")
-    gue = pd.read_csv(out / "tables" / "gue.csv")
+    options = ["--grid", GRID.to_json(), "--out", str(out), "--k", "6", "--max-positions", "64", "--steps", "100"]
+    assert cli_main(["report", "--results", str(tree), "--published", str(REPO / "resources" / "published"),
+                     *options]) == 0
+    for item in layout.TABLES:
+        for fmt in layout.TABLE_FORMATS:
+            assert Path(layout.table(item.name, fmt, out)).stat().st_size > 0
+        assert r"\bottomrule" in Path(layout.table(item.name, "tex", out)).read_text()
+    for item in layout.FIGURES:
+        assert Path(layout.figure(item.name, "pdf", out)).stat().st_size > 0
+        _assert_png_ok(Path(layout.figure(item.name, "png", out)))
+    gue = pd.read_csv(layout.table("gue", "csv", out))
     assert len(gue) == len(_docs(tree, "gue"))
     pd.testing.assert_frame_equal(
-        pd.read_csv(out / "tables" / "fewshot.csv"),
-        pd.read_csv(_csv_of(report.fewshot_table(report.collect_runs(tree)), tmp_path)),
+        pd.read_csv(layout.table("fewshot", "csv", out)),
+        pd.read_csv(_csv_of(tables.fewshot_table(collect.collect_runs(tree, GRID.runs())), tmp_path)),
     )
-    assert cli_main(["report", "--results", str(tree / "missing"), "--out", str(out)]) == 1
+    assert cli_main(["report", "--results", str(tree / "missing"), *options]) == 1
+    with pytest.raises(SystemExit):
+        cli_main(["report", "--results", str(tree), *options[2:], "--grid", '{"genomes": []}'])
 
 
 def _csv_of(df: pd.DataFrame, tmp_path: Path) -> Path:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cmgems import layout
+
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = "local"
 # the fine-tuning packs are given a placeholder GPU each (pretraining is not: it refuses to start when
@@ -146,11 +148,11 @@ def test_gpu_requests_reach_the_scheduler(slurm_demo):
     assert all(any(rule.startswith(prefix) for rule, _ in seen.values()) for prefix in GPU_RULES)
 
 
-@pytest.mark.parametrize("table", ["gue.csv", "fewshot.csv"])
+@pytest.mark.parametrize("table", ["gue", "fewshot"])
 def test_tables_equal_the_local_run(slurm_demo, local_demo, table):
     workdir, _, _ = slurm_demo
-    ours = (workdir / "results" / "report" / "tables" / table).read_bytes()
-    local = (local_demo / "results" / "report" / "tables" / table).read_bytes()
+    ours = (workdir / layout.table(table)).read_bytes()
+    local = (local_demo / layout.table(table)).read_bytes()
     assert ours == local, f"{table} differs between the SLURM and the local run"
 
 

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
+from cmgems import layout
 from cmgems.download import git_blob_sha1
+from cmgems.layout import FEWSHOT, GUE, Model, Run
 from cmgems.labelled import read_labelled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,23 +390,23 @@ def test_each_env_holds_what_its_stages_import():
 def test_paper_commands_follow_the_protocols(tmp_path, pack_specs):
     """GUE: DNABERT-2's per-task eval cadence, lowest dev loss, the checkpoint's dropout; few-shot:
     GeneMask's 0.1 dropout on a 1000-shot set fetched at the pinned commit."""
-    run = "results/hg38/{}/logo/cm_gems/10000"
-    targets = [f"{run.format('gue')}/{task}/seed42/metrics.json" for task in ("prom_300_all", "tf_0")]
-    targets.append(f"{run.format('fewshot')}/Cohn-enh/1000/seed3/metrics.json")
+    model = Model("hg38", "logo", "cm_gems", 10000)
+    wanted = [Run(GUE, model, "prom_300_all", 42), Run(GUE, model, "tf_0", 42), Run(FEWSHOT, model, "Cohn-enh", 3, 1000)]
+    targets = [f"{run.folder()}/{layout.RECORD}" for run in wanted]
     result = snakemake("-n", "-p", *targets, "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     runs = pack_specs(result.stdout)
-    gue = {task: runs[f"{run.format('gue')}/{task}/seed42"] for task in ("prom_300_all", "tf_0")}
+    gue = {run.task: runs[run.folder()] for run in wanted[:2]}
     assert (gue["prom_300_all"]["eval_steps"], gue["tf_0"]["eval_steps"]) == (400, 200)
     assert all(g["select_by"] == "loss" and "hidden_dropout" not in g and g["dev"] for g in gue.values())
     assert gue["tf_0"]["meta"] == {"genome": "hg38", "kind": "gue", "masking": "cm_gems", "model": "logo",
                                    "seed": 42, "steps": 10000, "task": "tf_0"}
-    fewshot = runs[f"{run.format('fewshot')}/Cohn-enh/1000/seed3"]
+    fewshot = runs[wanted[2].folder()]
     assert (fewshot["hidden_dropout"], fewshot["epochs"], fewshot["lr"]) == (0.1, 5, 5e-05)
-    assert fewshot["train"] == "results/fewshot_sets/Cohn-enh/1000/seed3.csv" and fewshot["max_length"] == 502
-    assert fewshot["cache"] == f".cmgems/packs/{run.format('fewshot')}/Cohn-enh/1000/seed3"
-    assert sum(out.startswith(run.format("fewshot")) for out in runs) == 50  # the Cohn-enh pack: 5 shots x 10 seeds
-    assert sum(out.startswith(run.format("gue")) for out in runs) == 3 + 5  # the prom_300 and tf packs
+    assert fewshot["train"] == layout.fewshot_set("Cohn-enh", 1000, 3) and fewshot["max_length"] == 502
+    assert fewshot["cache"] == layout.cache(wanted[2].folder())
+    assert sum(out.startswith(model.evaluations(FEWSHOT)) for out in runs) == 50  # Cohn-enh: 5 shots x 10 seeds
+    assert sum(out.startswith(model.evaluations(GUE)) for out in runs) == 3 + 5  # the prom_300 and tf packs
     lines = result.stdout.splitlines()
     fetch = next(line for line in lines if "cmgems.cli fewshot fetch" in line and "Cohn-enh/1000" in line)
     assert ("https://raw.githubusercontent.com/roysoumya/GeneMask/c7614461323015ffcbbdb39fc4778e9255ddfcab/"
@@ -440,7 +442,7 @@ def test_fewshot_files_are_fetched_through_the_dag(tmp_path, http_folder):
     config["fewshot"]["sources"] = {"toy": {"url": f"{url}/repo/{commit}/data", "into": "fetched", "files": files}}
     cfg = tmp_path / "served.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    targets = [f"results/fewshot_sets/{d}/10/seed1.csv" for d in ("toy", "mine")]
+    targets = [layout.fewshot_set(d, 10, 1) for d in ("toy", "mine")]
     result = snakemake("--cores", "1", *targets, "--configfile", str(cfg), "-d", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
@@ -466,9 +468,9 @@ def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path, pack_specs)
     counts = job_counts(result.stdout + result.stderr)
     assert counts["download_gue"] == 1
     assert counts["finetune_gue_other"] == 3 + 1  # the demo tasks' pack for 3 strategies + the checkpoint
-    result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path),
-                       "results/external/gue/DNABERT6/published/0/demo_tata/seed42/metrics.json")
-    run = pack_specs(result.stdout)["results/external/gue/DNABERT6/published/0/demo_tata/seed42"]
+    folder = Run(GUE, Model(layout.EXTERNAL, "DNABERT6", layout.PUBLISHED, 0), "demo_tata", 42).folder()
+    result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path), f"{folder}/{layout.RECORD}")
+    run = pack_specs(result.stdout)[folder]
     assert run["model"] == str(tmp_path / "dnabert6") and run["trust_remote_code"] is False
 
 
@@ -560,8 +562,9 @@ def test_config_strings_reach_commands_quoted(tmp_path):
     config["gue"].update(path=f"{NASTY}/downloaded", url=f"{archive.as_uri()}#{NASTY}",
                          md5=hashlib.md5(archive.read_bytes()).hexdigest())
     cfg.write_text(yaml.safe_dump(config))
-    targets = ["results/demo/corpus_chunks/chrM.parquet", "results/baseline/gue/demo_splice/metrics.json",
-               "results/baseline/fewshot/demo_prom/10/seed0/metrics.json"]
+    targets = [layout.of_genome("demo", layout.CORPUS_CHUNK, contig="chrM"),
+               f"{Run(GUE, None, 'demo_splice', 42).folder()}/{layout.RECORD}",
+               f"{Run(FEWSHOT, None, 'demo_prom', 0, 10).folder()}/{layout.RECORD}"]
     result = snakemake("--cores", "2", "-p", *targets, "--configfile", str(cfg), "-d", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert ("--expect", f"splice {NASTY}") in command_pairs(result.stdout + result.stderr)
@@ -578,14 +581,16 @@ def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tiny_model, tmp_p
     import signal
     import time
 
+    from cmgems.packs import DIGEST
+
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["pretrained_models"] = {"toy": {"path": str(tiny_model)}}
     config["fewshot"]["small"]["epochs"] = 60  # the 10-shot runs, first in the pack: a second or more each
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    folder = "results/external/fewshot/toy/published/0/demo_prom"
-    runs = [f"{shots}/seed{seed}" for shots in (10, 50) for seed in (0, 1)]
-    args = ["--cores", "1", *(f"{folder}/{run}/metrics.json" for run in runs), "--configfile", str(cfg)]
+    toy = Model(layout.EXTERNAL, "toy", layout.PUBLISHED, 0)
+    runs = [Run(FEWSHOT, toy, "demo_prom", seed, shots).folder() for shots in (10, 50) for seed in (0, 1)]
+    args = ["--cores", "1", *(f"{run}/{layout.RECORD}" for run in runs), "--configfile", str(cfg)]
     for name in ("uninterrupted", "killed"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "resources").symlink_to(REPO / "resources")
@@ -593,15 +598,15 @@ def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tiny_model, tmp_p
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     work = tmp_path / "killed"
-    cache = work / ".cmgems" / "packs" / folder
     workflow = subprocess.Popen([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), *args, "-d", str(work)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
-    while not list((work / folder).glob("*/seed*/metrics.json")) and workflow.poll() is None and time.monotonic() < deadline:
+    while (not any((work / run / layout.RECORD).exists() for run in runs) and workflow.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.02)
     os.killpg(workflow.pid, signal.SIGKILL)  # snakemake and the pack it started
     workflow.wait()
-    finished = sorted(str(p.parent.relative_to(cache)) for p in cache.glob("*/seed*/digest.json"))
+    finished = sorted(run for run in runs if (work / layout.cache(run) / DIGEST).exists())
     assert 1 <= len(finished) < len(runs), finished
 
     dry = snakemake(*args, "-n", "-d", str(work))  # Snakemake does not take the written outputs for finished
@@ -610,14 +615,14 @@ def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tiny_model, tmp_p
     result = snakemake(*args, "--rerun-incomplete", "-d", str(work))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (work / "logs/external/fewshot/toy/published/0/pack_demo_prom.log").read_text()
-    restored = sorted(run for run in runs if f"{folder}/{run}): restored from" in log)
-    trained = sorted(run for run in runs if f"{folder}/{run}): computing" in log)
+    restored = sorted(run for run in runs if f"{run}): restored from" in log)
+    trained = sorted(run for run in runs if f"{run}): computing" in log)
     assert restored == finished and trained == sorted(set(runs) - set(finished))
     assert log.count("training: ") == len(trained)
     for run in runs:
-        ours, theirs = (tmp_path / name / folder / run for name in ("killed", "uninterrupted"))
+        ours, theirs = (tmp_path / name / run for name in ("killed", "uninterrupted"))
         assert (ours / "predictions.parquet").read_bytes() == (theirs / "predictions.parquet").read_bytes()
-        records = [json.loads((p / "metrics.json").read_text()) for p in (ours, theirs)]
+        records = [json.loads((p / layout.RECORD).read_text()) for p in (ours, theirs)]
         for record in records:
             for key in ("train_seconds", "train_sequences_per_s", "inference_sequences_per_s"):
                 record.pop(key)

@@ -29,11 +29,11 @@ from typing import Callable, Sequence, TypeVar
 
 from cmgems.atomic import atomic_output, files_under
 from cmgems.errors import CmgemsError
+from cmgems.layout import RECORD  # a run's record; the other files of its folder are copied with it
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RECORD = "metrics.json"  # a run's record; the other files of its folder are copied with it
 DIGEST = "digest.json"  # in a cache entry: the digest of what defines the run
 
 

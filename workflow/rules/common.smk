@@ -14,7 +14,9 @@ shell.prefix(
 )
 # The planning of packs below imports the checkout's cmgems (modules of the standard library only).
 sys.path.insert(0, str(PACKAGE_DIR))
+from cmgems import layout
 from cmgems.gue import task_group
+from cmgems.layout import Model
 from cmgems.packs import deal
 
 K = config["k"]
@@ -105,9 +107,9 @@ check_pretrain_layout()
 def pretrain_inputs(wildcards):
     """The corpus, PMI table and tokenizer of a run; the starting checkpoint when `init_from` is set."""
     inputs = {
-        "corpus": f"results/{wildcards.genome}/corpus",
-        "pmi": f"results/{wildcards.genome}/pmi/pmi.parquet",
-        "tokenizer": f"results/{wildcards.genome}/tokenizer",
+        "corpus": layout.of_genome(wildcards.genome, layout.CORPUS),
+        "pmi": layout.of_genome(wildcards.genome, layout.PMI),
+        "tokenizer": layout.of_genome(wildcards.genome, layout.TOKENIZER),
     }
     if PRE.get("init_from"):
         inputs["init"] = PRE["init_from"]
@@ -127,45 +129,25 @@ def pretrain_recipe_args():
 
 
 # ----------------------------------------------------------------------- pretrained models
-def pretrained_runs():
-    """(genome, model, masking, steps) of every pretraining run in config."""
-    return [
-        (g, m, s, n)
-        for g in config["genomes"]
-        for m in PRE["models"]
-        for s in PRE["masking"]
-        for n in PRE["steps"]
-    ]
-
-
 EXTERNAL = config["pretrained_models"]
 
 
-def evaluated_models():
-    """(genome, model, masking, steps) of every model evaluated: ours, then the external checkpoints
-    (as genome "external", masking "published", steps 0)."""
-    return pretrained_runs() + [("external", name, "published", 0) for name in EXTERNAL]
-
-
-def run_dir(genome, model, masking, steps):
-    return f"results/{genome}/models/{model}/{masking}/{steps}"
+def model_of(wildcards):
+    """The layout.Model of a job's wildcards."""
+    return Model(wildcards.genome, wildcards.model, wildcards.masking, wildcards.steps)
 
 
 def model_dir(wildcards):
-    if wildcards.genome == "external":
+    if wildcards.genome == layout.EXTERNAL:
         return EXTERNAL[wildcards.model]["path"]
-    return f"{run_dir(wildcards.genome, wildcards.model, wildcards.masking, wildcards.steps)}/model"
+    return model_of(wildcards).checkpoint()
 
 
 def trusts_remote_code(wildcards):
     """Whether the model's own code may run: only an external checkpoint that opts in."""
-    return wildcards.genome == "external" and bool(
+    return wildcards.genome == layout.EXTERNAL and bool(
         EXTERNAL[wildcards.model].get("trust_remote_code")
     )
-
-
-def eval_dir(kind, genome, model, masking, steps):
-    return f"results/{genome}/{kind}/{model}/{masking}/{steps}"
 
 
 def meta_json(**fields):
@@ -220,6 +202,26 @@ def fewshot_runs():
     ]
 
 
+# What the configuration runs: the outputs below and the report's runs.
+GRID = layout.Grid(
+    genomes=tuple(config["genomes"]),
+    pretrained=tuple(
+        Model(g, m, s, n)
+        for g in config["genomes"]
+        for m in PRE["models"]
+        for s in PRE["masking"]
+        for n in PRE["steps"]
+    ),
+    external=tuple(
+        Model(layout.EXTERNAL, name, layout.PUBLISHED, 0) for name in EXTERNAL
+    ),
+    gue_tasks=tuple(GUE["tasks"]),
+    gue_seeds=tuple(GUE["seeds"]),
+    fewshot=tuple(fewshot_runs()),
+    baseline=config["baseline"]["enabled"],
+)
+
+
 def fetched_files():
     """{local path: {url, sha1}} of every file a few-shot source supplies (into/PATH from url/PATH)."""
     files = {}
@@ -235,10 +237,6 @@ def fetched_files():
 FETCHED = fetched_files()
 
 
-def fewshot_set(dataset, shots, seed):
-    return f"results/fewshot_sets/{dataset}/{shots}/seed{seed}.csv"
-
-
 def fewshot_regime(shots):
     return FEW["large"] if int(shots) >= FEW["large_from"] else FEW["small"]
 
@@ -251,59 +249,40 @@ def fewshot_source(wildcards):
 
 
 # ----------------------------------------------------------------------- final targets
-def evaluation_outputs():
-    files = [f"{run_dir(*run)}/summary.json" for run in pretrained_runs()]
-    for g, m, s, n in evaluated_models():
-        for task in GUE["tasks"]:
-            for seed in GUE["seeds"]:
-                files.append(
-                    f"{eval_dir('gue', g, m, s, n)}/{task}/seed{seed}/metrics.json"
-                )
-        for d, shots, seed in fewshot_runs():
-            files.append(
-                f"{eval_dir('fewshot', g, m, s, n)}/{d}/{shots}/seed{seed}/metrics.json"
-            )
-    if config["baseline"]["enabled"]:
-        files += [f"results/baseline/gue/{task}/metrics.json" for task in GUE["tasks"]]
-        files += [
-            f"results/baseline/fewshot/{d}/{shots}/seed{seed}/metrics.json"
-            for d, shots, seed in fewshot_runs()
-        ]
-    files += [f"results/{g}/pmi/pmi.parquet" for g in config["genomes"]]
-    return files
+def report_inputs():
+    """What the report reads: the grid's pretraining summaries and curves, evaluation runs, PMI
+    tables and validation corpora."""
+    files = [f for model in GRID.pretrained for f in (model.summary(), model.curves())]
+    files += [f"{run.folder()}/{layout.RECORD}" for run in GRID.runs()]
+    files += [layout.of_genome(g, layout.PMI) for g in GRID.genomes]
+    return files + [layout.of_genome(g, layout.CORPUS) for g in GRID.genomes]
 
 
-REPORT_TABLES = [
-    "gue",
-    "gue_summary",
-    "gue_by_task",
-    "fewshot",
-    "pretraining",
-    "ours_vs_published",
-]
-REPORT_FIGURES = [
-    "fewshot_curves",
-    "gue_mcc",
-    "pretraining_curves",
-    "pmi_top20",
-    "pmi_distribution",
-    "masks",
-]
+# The grid travels to the report on its command line, which holds at most 128 KiB:
+MAX_GRID_BYTES = 100_000
+
+
+def report_grid():
+    """The grid as `cmgems report --grid` JSON."""
+    grid = GRID.to_json()
+    if len(grid) > MAX_GRID_BYTES:
+        raise ConfigError(
+            f"the grid of runs is {len(grid)} bytes as JSON, more than the report's command line holds"
+        )
+    return grid
 
 
 def report_outputs():
-    return [f"results/report/tables/{t}.csv" for t in REPORT_TABLES] + [
-        f"results/report/figures/{f}.png" for f in REPORT_FIGURES
+    return [layout.table(t.name) for t in layout.TABLES] + [
+        layout.figure(f.name) for f in layout.FIGURES
     ]
 
 
 # ------------------------------------------------------------------------ packed evaluation
 # One cluster job per pack of runs (cmgems.packs; README, "Evaluation on a cluster"): GUE tasks by
 # task group and few-shot runs by dataset, each split into packs of at most `pack_runs`, for every
-# model and for the baseline. A run is (task, seed) or (dataset, shots, seed).
-# Finished runs, outside the declared outputs, that restarted packs restore:
-PACK_CACHE = ".cmgems/packs"
-RUN_FILES = ("metrics.json", "predictions.parquet")
+# model and for the baseline. A run is a layout.Run of the grid, given the model of a rule's
+# wildcards. Finished runs, outside the declared outputs, that restarted packs restore: layout.cache.
 # A pack's spec travels on its command line, which holds at most 128 KiB:
 MAX_SPEC_BYTES = 100_000
 
@@ -333,44 +312,43 @@ def packs_of(groups, most):
     return named
 
 
-def gue_packs(seeds):
-    runs = [(task, seed) for task in GUE["tasks"] for seed in seeds]
-    return packs_of(grouped(runs, lambda r: task_group(r[0])), GUE["pack_runs"])
+def gue_packs(runs):
+    return packs_of(grouped(runs, lambda r: task_group(r.task)), GUE["pack_runs"])
 
 
-GUE_PACKS = gue_packs(GUE["seeds"])
-# The baseline: the first seed, in results/baseline/gue/TASK
-BASELINE_GUE_PACKS = gue_packs(GUE["seeds"][:1])
-FEWSHOT_PACKS = packs_of(grouped(fewshot_runs(), lambda r: r[0]), FEW["pack_runs"])
+GUE_PACKS = gue_packs(GRID.gue_runs())
+BASELINE_GUE_PACKS = gue_packs(
+    [r for r in GRID.baseline_runs() if r.kind == layout.GUE]
+)
+FEWSHOT_PACKS = packs_of(
+    grouped(GRID.fewshot_runs(), lambda r: r.task), FEW["pack_runs"]
+)
 BASELINE_RESOURCES = stage_resources({}, cpus_per_task=1, mem_mb=4000, runtime=10)
 
 
-def run_subdir(run):
-    """A run's folder below its model's: TASK/seedS or DATASET/SHOTS/seedS."""
-    *names, seed = run
-    return str(Path(*map(str, names), f"seed{seed}"))
-
-
-def pack_outputs(folder, runs):
-    """metrics.json and predictions.parquet of each run below `folder` (which may hold wildcards)."""
-    return [f"{folder}/{run_subdir(run)}/{name}" for run in runs for name in RUN_FILES]
+def pack_outputs(model, runs):
+    """The files of each run of `model` (layout.WILDCARDS in a rule; None: the baseline)."""
+    return [
+        f"{run.of(model).folder()}/{name}" for run in runs for name in layout.RUN_FILES
+    ]
 
 
 def gue_pack_files(runs):
     """The train, dev and test files of a GUE pack's tasks."""
-    return list(dict.fromkeys(gue_file(t, split) for t, _ in runs for split in SPLITS))
+    return list(
+        dict.fromkeys(gue_file(r.task, split) for r in runs for split in SPLITS)
+    )
+
+
+def fewshot_training_set(run):
+    return layout.fewshot_set(run.task, run.shots, run.seed)
 
 
 def fewshot_pack_files(runs):
     """The training sets and test sets of a few-shot pack's runs."""
-    files = [fewshot_set(*run) for run in runs]
-    files += [FEW["datasets"][dataset]["test"] for dataset, _, _ in runs]
+    files = [fewshot_training_set(run) for run in runs]
+    files += [FEW["datasets"][run.task]["test"] for run in runs]
     return list(dict.fromkeys(files))
-
-
-def model_eval_dir(kind):
-    """results/{genome}/KIND/{model}/{masking}/{steps}, the wildcards left in."""
-    return eval_dir(kind, "{genome}", "{model}", "{masking}", "{steps}")
 
 
 def pack_resources(resources, runs):
@@ -381,7 +359,7 @@ def pack_resources(resources, runs):
 def pack_spec(name, key, runs):
     """The `--pack` JSON of a pack: each run's settings and its cache folder. Keys sorted (so meta
     is ordered as the one-run rules' --meta was)."""
-    entries = [{**run, "cache": f"{PACK_CACHE}/{run['out']}"} for run in runs]
+    entries = [{**run, "cache": layout.cache(run["out"])} for run in runs]
     spec = json.dumps({"runs": entries}, sort_keys=True)
     if len(spec) > MAX_SPEC_BYTES:
         raise ValueError(
@@ -401,66 +379,70 @@ def model_meta(w, kind, **fields):
     )
 
 
-def gue_run(w, model, task, seed):
+def gue_run(w, model, run):
     """Settings of a GUE run (cmgems.finetune.Settings) of the model of wildcards `w`."""
     return dict(
         model=model,
-        **{split: gue_file(task, split) for split in SPLITS},
-        out=f"{eval_dir('gue', w.genome, w.model, w.masking, w.steps)}/{task}/seed{seed}",
-        **gue_settings(task),
+        **{split: gue_file(run.task, split) for split in SPLITS},
+        out=run.of(model_of(w)).folder(),
+        **gue_settings(run.task),
         select_by=GUE["select_by"],
         lr=GUE["lr"],
         batch_size=GUE["batch_size"],
-        seed=seed,
+        seed=run.seed,
         threads=GUE["threads"],
         trust_remote_code=trusts_remote_code(w),
-        meta=model_meta(w, "gue", task=task, seed=seed),
+        meta=model_meta(w, layout.GUE, task=run.task, seed=run.seed),
     )
 
 
-def fewshot_run(w, model, dataset, shots, seed):
+def fewshot_run(w, model, run):
     """Settings of a few-shot run (cmgems.finetune.Settings): GeneMask's protocol."""
-    regime = fewshot_regime(shots)
-    folder = eval_dir("fewshot", w.genome, w.model, w.masking, w.steps)
+    regime = fewshot_regime(run.shots)
+    dataset = FEW["datasets"][run.task]
     return dict(
         model=model,
-        train=fewshot_set(dataset, shots, seed),
-        test=FEW["datasets"][dataset]["test"],
-        out=f"{folder}/{dataset}/{shots}/seed{seed}",
-        max_length=FEW["datasets"][dataset]["max_length"],
+        train=fewshot_training_set(run),
+        test=dataset["test"],
+        out=run.of(model_of(w)).folder(),
+        max_length=dataset["max_length"],
         epochs=regime["epochs"],
         lr=regime["lr"],
         batch_size=regime["batch_size"],
         warmup_ratio=FEW["warmup_ratio"],
         weight_decay=FEW["weight_decay"],
         hidden_dropout=FEW["hidden_dropout"],
-        seed=seed,
+        seed=run.seed,
         threads=FEW["threads"],
         trust_remote_code=trusts_remote_code(w),
-        meta=model_meta(w, "fewshot", dataset=dataset, shots=shots, seed=seed),
+        meta=model_meta(
+            w, layout.FEWSHOT, dataset=run.task, shots=run.shots, seed=run.seed
+        ),
     )
 
 
-def baseline_gue_run(task, seed):
+def baseline_gue_run(run):
     """Settings of the baseline on a GUE task (cmgems.baseline.Settings)."""
     return dict(
-        **{split: gue_file(task, split) for split in SPLITS},
-        out=f"results/baseline/gue/{task}",
+        **{split: gue_file(run.task, split) for split in SPLITS},
+        out=run.folder(),
         k=K,
-        seed=seed,
-        meta=dict(kind="gue", task=task, seed=seed),
+        seed=run.seed,
+        meta=dict(kind=layout.GUE, task=run.task, seed=run.seed),
     )
 
 
-def baseline_fewshot_run(dataset, shots, seed):
+def baseline_fewshot_run(run):
     """Settings of the baseline on a few-shot run (cmgems.baseline.Settings)."""
     return dict(
-        train=fewshot_set(dataset, shots, seed),
-        test=FEW["datasets"][dataset]["test"],
-        out=f"results/baseline/fewshot/{dataset}/{shots}/seed{seed}",
+        train=fewshot_training_set(run),
+        test=FEW["datasets"][run.task]["test"],
+        out=run.folder(),
         k=K,
-        seed=seed,
-        meta=dict(kind="fewshot", dataset=dataset, shots=shots, seed=seed),
+        seed=run.seed,
+        meta=dict(
+            kind=layout.FEWSHOT, dataset=run.task, shots=run.shots, seed=run.seed
+        ),
     )
 
 
@@ -471,7 +453,7 @@ def asks_gpu(resources):
 
 def cluster_jobs():
     """Cluster jobs of the whole grid: {stage: (jobs, asks for GPUs)} (local rules excluded)."""
-    models = len(evaluated_models())
+    models = len(GRID.models())
     baselines = len(BASELINE_GUE_PACKS) + len(FEWSHOT_PACKS)
     # per genome: genome_contigs, corpus_finalize, pmi_merge, pmi_score; corpus_chunk and
     # pmi_count per contig
@@ -479,7 +461,7 @@ def cluster_jobs():
         4 + len(genome_contigs(g)) + len(pmi_contigs(g)) for g in config["genomes"]
     )
     return {
-        "pretraining": (len(pretrained_runs()), asks_gpu(PRETRAIN_RESOURCES)),
+        "pretraining": (len(GRID.pretrained), asks_gpu(PRETRAIN_RESOURCES)),
         "GUE packs": (models * len(GUE_PACKS), asks_gpu(GUE_RESOURCES)),
         "few-shot packs": (models * len(FEWSHOT_PACKS), asks_gpu(FEWSHOT_RESOURCES)),
         "baseline packs": (baselines if config["baseline"]["enabled"] else 0, False),

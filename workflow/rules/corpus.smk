@@ -1,8 +1,8 @@
 rule corpus_chunk:
     input:
-        "results/{genome}/contigs",
+        layout.of_genome("{genome}", layout.CONTIGS),
     output:
-        temp("results/{genome}/corpus_chunks/{contig}.parquet"),
+        temp(layout.of_genome("{genome}", layout.CORPUS_CHUNK, contig="{contig}")),
     log:
         "logs/{genome}/corpus_chunk/{contig}.log",
     benchmark:
@@ -23,13 +23,13 @@ rule corpus_chunk:
 
 rule corpus_finalize:
     input:
-        chunks=lambda w: expand(
-            "results/{{genome}}/corpus_chunks/{contig}.parquet",
-            contig=genome_contigs(w.genome),
-        ),
-        contigs="results/{genome}/contigs",
+        chunks=lambda w: [
+            layout.of_genome(w.genome, layout.CORPUS_CHUNK, contig=c)
+            for c in genome_contigs(w.genome)
+        ],
+        contigs=layout.of_genome("{genome}", layout.CONTIGS),
     output:
-        directory("results/{genome}/corpus"),
+        directory(layout.of_genome("{genome}", layout.CORPUS)),
     log:
         "logs/{genome}/corpus_finalize.log",
     benchmark:

@@ -24,7 +24,7 @@ rule fewshot_sample:
     input:
         fewshot_source,
     output:
-        "results/fewshot_sets/{dataset}/{shots}/seed{seed}.csv",
+        layout.fewshot_set("{dataset}", "{shots}", "{seed}"),
     log:
         "logs/fewshot_sets/{dataset}/{shots}/seed{seed}.log",
     benchmark:
@@ -53,7 +53,7 @@ for name, runs in FEWSHOT_PACKS.items():
             model=model_dir,
             data=fewshot_pack_files(runs),
         output:
-            pack_outputs(model_eval_dir("fewshot"), runs),
+            pack_outputs(layout.WILDCARDS, runs),
         log:
             f"logs/{{genome}}/fewshot/{{model}}/{{masking}}/{{steps}}/pack_{name}.log",
         benchmark:
@@ -67,7 +67,7 @@ for name, runs in FEWSHOT_PACKS.items():
             spec=lambda w, input, name=name, runs=runs: pack_spec(
                 name,
                 "fewshot.pack_runs",
-                [fewshot_run(w, input.model, *run) for run in runs],
+                [fewshot_run(w, input.model, run) for run in runs],
             ),
         shell:
             "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
@@ -78,7 +78,7 @@ for name, runs in FEWSHOT_PACKS.items():
         input:
             fewshot_pack_files(runs),
         output:
-            pack_outputs("results/baseline/fewshot", runs),
+            pack_outputs(None, runs),
         log:
             f"logs/baseline/fewshot/pack_{name}.log",
         benchmark:
@@ -92,7 +92,7 @@ for name, runs in FEWSHOT_PACKS.items():
             spec=lambda w, name=name, runs=runs: pack_spec(
                 name,
                 "fewshot.pack_runs",
-                [baseline_fewshot_run(*run) for run in runs],
+                [baseline_fewshot_run(run) for run in runs],
             ),
         shell:
             "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"

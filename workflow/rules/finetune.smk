@@ -52,7 +52,7 @@ for name, runs in GUE_PACKS.items():
             model=model_dir,
             data=gue_pack_files(runs),
         output:
-            pack_outputs(model_eval_dir("gue"), runs),
+            pack_outputs(layout.WILDCARDS, runs),
         log:
             f"logs/{{genome}}/gue/{{model}}/{{masking}}/{{steps}}/pack_{name}.log",
         benchmark:
@@ -64,7 +64,7 @@ for name, runs in GUE_PACKS.items():
             **pack_resources(GUE_RESOURCES, runs),
         params:
             spec=lambda w, input, name=name, runs=runs: pack_spec(
-                name, "gue.pack_runs", [gue_run(w, input.model, *run) for run in runs]
+                name, "gue.pack_runs", [gue_run(w, input.model, run) for run in runs]
             ),
         shell:
             "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
@@ -78,7 +78,7 @@ for name, runs in BASELINE_GUE_PACKS.items():
         input:
             gue_pack_files(runs),
         output:
-            [f"results/baseline/gue/{t}/{f}" for t, _ in runs for f in RUN_FILES],
+            pack_outputs(None, runs),
         log:
             f"logs/baseline/gue/pack_{name}.log",
         benchmark:
@@ -90,7 +90,7 @@ for name, runs in BASELINE_GUE_PACKS.items():
             **pack_resources(BASELINE_RESOURCES, runs),
         params:
             spec=lambda w, name=name, runs=runs: pack_spec(
-                name, "gue.pack_runs", [baseline_gue_run(*run) for run in runs]
+                name, "gue.pack_runs", [baseline_gue_run(run) for run in runs]
             ),
         shell:
             "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule genome_contigs:
     input:
         genome_fasta,
     output:
-        directory("results/{genome}/contigs"),
+        directory(layout.of_genome("{genome}", layout.CONTIGS)),
     log:
         "logs/{genome}/genome_contigs.log",
     benchmark:
@@ -42,7 +42,7 @@ rule genome_contigs:
 
 rule tokenizer:
     output:
-        directory("results/{genome}/tokenizer"),
+        directory(layout.of_genome("{genome}", layout.TOKENIZER)),
     log:
         "logs/{genome}/tokenizer.log",
     benchmark:

@@ -1,8 +1,8 @@
 rule pmi_count:
     input:
-        "results/{genome}/contigs",
+        layout.of_genome("{genome}", layout.CONTIGS),
     output:
-        temp("results/{genome}/pmi/counts/{contig}.parquet"),
+        temp(layout.of_genome("{genome}", layout.PMI_COUNTS, contig="{contig}")),
     log:
         "logs/{genome}/pmi_count/{contig}.log",
     benchmark:
@@ -21,12 +21,12 @@ rule pmi_count:
 
 rule pmi_merge:
     input:
-        lambda w: expand(
-            "results/{{genome}}/pmi/counts/{contig}.parquet",
-            contig=pmi_contigs(w.genome),
-        ),
+        lambda w: [
+            layout.of_genome(w.genome, layout.PMI_COUNTS, contig=c)
+            for c in pmi_contigs(w.genome)
+        ],
     output:
-        "results/{genome}/pmi/ngram_counts.parquet",
+        layout.of_genome("{genome}", layout.NGRAM_COUNTS),
     log:
         "logs/{genome}/pmi_merge.log",
     benchmark:
@@ -39,9 +39,9 @@ rule pmi_merge:
 
 rule pmi_score:
     input:
-        "results/{genome}/pmi/ngram_counts.parquet",
+        layout.of_genome("{genome}", layout.NGRAM_COUNTS),
     output:
-        "results/{genome}/pmi/pmi.parquet",
+        layout.of_genome("{genome}", layout.PMI),
     log:
         "logs/{genome}/pmi_score.log",
     benchmark:

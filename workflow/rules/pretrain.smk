@@ -2,14 +2,14 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        model=directory("results/{genome}/models/{model}/{masking}/{steps}/model"),
+        model=directory(layout.WILDCARDS.checkpoint()),
         metrics=report(
-            "results/{genome}/models/{model}/{masking}/{steps}/metrics.csv",
+            layout.WILDCARDS.curves(),
             caption="../report/table_pretraining.rst",
             category="2. Pretraining",
             subcategory="{model} {masking} {steps} steps",
         ),
-        summary="results/{genome}/models/{model}/{masking}/{steps}/summary.json",
+        summary=layout.WILDCARDS.summary(),
     log:
         "logs/{genome}/pretrain/{model}/{masking}/{steps}.log",
     benchmark:
@@ -20,7 +20,7 @@ rule pretrain:
     resources:
         **PRETRAIN_RESOURCES,
     params:
-        run="results/{genome}/models/{model}/{masking}/{steps}",
+        run=layout.WILDCARDS.folder(),
         launch=PACKAGE_DIR / "scripts" / "launch.sh",
         recipe=pretrain_recipe_args(),
         options=lambda w: json.dumps(PRE["masking_options"].get(w.masking, {})),

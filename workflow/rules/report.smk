@@ -1,50 +1,26 @@
-TABLE_CATEGORY = {
-    "gue": "GUE",
-    "gue_summary": "GUE",
-    "gue_by_task": "GUE",
-    "fewshot": "Few-shot",
-    "pretraining": "Pretraining",
-    "ours_vs_published": "Published",
-}
-FIGURE_CATEGORY = {
-    "fewshot_curves": "Few-shot",
-    "gue_mcc": "GUE",
-    "pretraining_curves": "Pretraining",
-    "pmi_top20": "PMI",
-    "pmi_distribution": "PMI",
-    "masks": "Masking",
-}
-TABLE_CAPTION = {
-    "gue": "table_gue",
-    "gue_summary": "table_gue",
-    "gue_by_task": "table_gue",
-    "fewshot": "table_fewshot",
-    "pretraining": "table_pretraining",
-    "ours_vs_published": "table_published",
-}
-
-
+# The report reads the grid's runs and writes its tables and figures where cmgems.layout puts them
+# (the defaults of `cmgems report --results` and `--out`).
 rule report:
     input:
-        evaluation_outputs(),
+        report_inputs(),
     output:
         [
             report(
-                f"results/report/tables/{t}.csv",
-                caption=f"../report/{TABLE_CAPTION[t]}.rst",
-                category=TABLE_CATEGORY[t],
+                layout.table(t.name),
+                caption=f"../report/{t.caption}.rst",
+                category=t.category,
                 subcategory="Tables",
             )
-            for t in REPORT_TABLES
+            for t in layout.TABLES
         ],
         [
             report(
-                f"results/report/figures/{f}.png",
-                caption=f"../report/{f}.rst",
-                category=FIGURE_CATEGORY[f],
+                layout.figure(f.name),
+                caption=f"../report/{f.caption}.rst",
+                category=f.category,
                 subcategory="Figures",
             )
-            for f in REPORT_FIGURES
+            for f in layout.FIGURES
         ],
     log:
         "logs/report.log",
@@ -53,7 +29,12 @@ rule report:
     conda:
         "../../envs/torch.yaml"
     params:
+        grid=report_grid(),
         published=config["report"]["published"],
+        k=K,
+        positions=config["max_positions"],
+        steps=max(PRE["steps"]),
     shell:
-        "python -m cmgems.cli report --results results --out results/report "
-        "--published {params.published:q} > {log:q} 2>&1"
+        "python -m cmgems.cli report --grid {params.grid:q} "
+        "--published {params.published:q} --k {params.k} --max-positions {params.positions} "
+        "--steps {params.steps} > {log:q} 2>&1"

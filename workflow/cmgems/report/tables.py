@@ -1,0 +1,228 @@
+"""The report's tables as DataFrames, from the collected runs (`collect`). Metrics are shown x100
+(columns `*_x100`), as the papers do. Methods (genome, model, masking, steps) are ordered by genome,
+model, then masking in the order of the masking registry (the baseline after, others last)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cmgems import layout, masking
+from cmgems.gue import task_group
+from cmgems.report.collect import METHOD_KEYS, METRICS, read_published
+
+FEWSHOT_METRICS = ["mcc", "accuracy", "f1_macro"]
+NO_MASKING = layout.BASELINE_MODEL.masking
+MASKING_ORDER = [*masking.names(), NO_MASKING]
+
+EMP_MARKS = ["H3", "H3K14ac", "H3K36me3", "H3K4me1", "H3K4me2", "H3K4me3", "H3K79me3", "H3K9ac", "H4", "H4ac"]
+GUE_27 = (
+    [f"EMP_{m}" for m in EMP_MARKS]
+    + [f"prom_core_{v}" for v in ("all", "notata", "tata")]
+    + [f"prom_300_{v}" for v in ("all", "notata", "tata")]
+    + ["splice_reconstructed"]
+    + [f"mouse_{i}" for i in range(5)]
+    + [f"tf_{i}" for i in range(5)]
+)
+GUE_TASKS = GUE_27 + ["covid"]
+GROUP_ORDER = ["EMP", "prom_core", "prom_300", "splice", "mouse", "tf", "covid", "other"]
+
+
+def method_label(genome: str, model: str, masking: str, steps: int, with_genome: bool = False) -> str:
+    """Short legend name of a method, e.g. 'genemask bert_base 10K' ('kmer_logreg' for the baseline)."""
+    if masking == NO_MASKING:
+        return model
+    steps_text = f"{steps // 1000}K" if steps and steps % 1000 == 0 else str(steps)
+    label = f"{masking} {model} {steps_text}"
+    return f"{genome}: {label}" if with_genome else label
+
+
+def with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` plus a `method` column; the genome is named only when the runs span several genomes."""
+    several = df.loc[df["masking"] != NO_MASKING, "genome"].nunique() > 1
+    df = df.copy()
+    df["method"] = [method_label(*key, with_genome=several) for key in df[METHOD_KEYS].itertuples(index=False)]
+    return df
+
+
+def method_sort(df: pd.DataFrame, extra: Iterable[str] = (), leading: Iterable[str] = ()) -> pd.DataFrame:
+    """Sort (stably) by `leading`, then genome, model, masking (in MASKING_ORDER, unknown ones last),
+    steps, then `extra`."""
+    order = {m: i for i, m in enumerate(MASKING_ORDER)}
+    key = df["masking"].map(lambda m: order.get(m, len(order)))
+    return (df.assign(_mask_order=key)
+            .sort_values([*leading, "genome", "model", "_mask_order", "masking", "steps", *extra], kind="stable")
+            .drop(columns="_mask_order").reset_index(drop=True))
+
+
+def _task_sort_key(task: str) -> tuple:
+    return (GUE_TASKS.index(task), "") if task in GUE_TASKS else (len(GUE_TASKS), task)
+
+
+def _x100(df: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
+    """Metric columns scaled to x100 and renamed `{metric}_x100`."""
+    metrics = list(metrics)
+    return df.assign(**{m: df[m] * 100 for m in metrics}).rename(columns={m: f"{m}_x100" for m in metrics})
+
+
+# ------------------------------------------------------------------------------------------- GUE
+def gue_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every GUE run: genome, model, masking, steps, task, group, seed, metrics x100, sizes.
+
+    No timings: the table depends only on the results, so runs on different machines compare byte
+    for byte (timings are in each metrics.json)."""
+    gue = runs[runs["kind"] == layout.GUE].copy()
+    gue["group"] = gue["task"].map(task_group)
+    gue = _x100(gue, METRICS)
+    cols = [*METHOD_KEYS, "task", "group", "seed", *[f"{m}_x100" for m in METRICS],
+            "n_train", "n_test"]
+    gue["_task"] = gue["task"].map(_task_sort_key)
+    return method_sort(gue, ["_task", "seed"])[cols]
+
+
+def gue_task_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method and task: MCC x100 averaged over seeds (`mcc_x100`) and the number of seeds."""
+    gue = gue_table(runs)
+    means = (gue.groupby([*METHOD_KEYS, "task", "group"], sort=False)["mcc_x100"]
+             .agg(mcc_x100="mean", n_seeds="count").reset_index())
+    return means
+
+
+def gue_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method: MCC x100 mean per task group (tasks first averaged over seeds), the number of tasks,
+    the mean over the tasks present, the 27-task mean (blank unless all 27 GUE tasks without covid are
+    present) and the 28-task mean (blank unless covid is present too)."""
+    means = gue_task_means(runs)
+    groups = [g for g in GROUP_ORDER if g in set(means["group"])]
+    rows = []
+    for key, g in means.groupby(METHOD_KEYS, sort=False):
+        row = dict(zip(METHOD_KEYS, key))
+        by_group = g.groupby("group")["mcc_x100"].mean()
+        row.update({f"mcc_x100_{grp}": by_group.get(grp, np.nan) for grp in groups})
+        row["n_tasks"] = len(g)
+        row["mcc_x100_mean"] = g["mcc_x100"].mean()
+        for name, tasks in (("mean27", GUE_27), ("mean28", GUE_TASKS)):
+            complete = set(tasks) <= set(g["task"])
+            row[f"mcc_x100_{name}"] = g.loc[g["task"].isin(tasks), "mcc_x100"].mean() if complete else np.nan
+        rows.append(row)
+    cols = [*METHOD_KEYS, *[f"mcc_x100_{grp}" for grp in groups], "n_tasks", "mcc_x100_mean", "mcc_x100_mean27",
+            "mcc_x100_mean28"]
+    return method_sort(pd.DataFrame(rows, columns=cols))
+
+
+def gue_by_task(runs: pd.DataFrame) -> pd.DataFrame:
+    """MCC x100 (mean over seeds) with one row per task and one column per method."""
+    means = with_labels(gue_task_means(runs))
+    if means.empty:
+        return pd.DataFrame(columns=["task", "group"])
+    methods = list(dict.fromkeys(method_sort(means)["method"]))
+    wide = means.pivot_table(index=["task", "group"], columns="method", values="mcc_x100", sort=False).reset_index()
+    wide = wide.sort_values("task", key=lambda s: s.map(_task_sort_key)).reset_index(drop=True)
+    wide.columns.name = None
+    return wide[["task", "group", *methods]]
+
+
+# -------------------------------------------------------------------------------------- few-shot
+def fewshot_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, shots and method: n runs and the mean and sd (ddof=1; blank for n=1) of MCC,
+    accuracy and macro F1, all x100."""
+    few = _x100(runs[runs["kind"] == layout.FEWSHOT], FEWSHOT_METRICS)
+    keys = ["dataset", "shots", *METHOD_KEYS]
+    grouped = few.groupby(keys, sort=False)
+    table = grouped.size().rename("n").reset_index()
+    for m in FEWSHOT_METRICS:
+        stats = grouped[f"{m}_x100"].agg(["mean", "std"]).reset_index(drop=True)
+        table[f"{m}_x100_mean"] = stats["mean"].to_numpy()
+        table[f"{m}_x100_sd"] = stats["std"].to_numpy()
+    table["shots"] = table["shots"].astype("Int64")
+    return method_sort(table, leading=["dataset", "shots"])
+
+
+# ----------------------------------------------------------------------------------- pretraining
+PRETRAINING_COLUMNS = [*METHOD_KEYS, "final_loss", "final_val_ppl", "final_ref_val_ppl", "switch_step", "tokens_per_s",
+                       "train_seconds", "parameters"]
+
+
+def pretraining_table(summaries: list[dict]) -> pd.DataFrame:
+    """One row per finished pretraining run (`collect.pretraining_summaries`): final training loss,
+    final validation perplexity under the run's own masking and under the reference masking (blank
+    for runs written before it was logged), curriculum switch step (blank if none), training tokens
+    per second, seconds, parameters."""
+    table = pd.DataFrame([{k: doc.get(k) for k in PRETRAINING_COLUMNS} for doc in summaries],
+                         columns=PRETRAINING_COLUMNS)
+    for col in ("final_loss", "final_val_ppl", "final_ref_val_ppl", "tokens_per_s", "train_seconds"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    for col in ("switch_step", "parameters", "steps"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    return method_sort(table)
+
+
+# ------------------------------------------------------------------------------------- published
+def _best(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Per `keys`: the labelled method with the highest `value` (`ours_method`, `ours_x100`)."""
+    df = with_labels(df).dropna(subset=[value])
+    best = df.loc[df.groupby(keys, sort=False)[value].idxmax()]
+    return best[[*keys, "method", value]].rename(columns={"method": "ours_method", value: "ours_x100"})
+
+
+def published_table(runs: pd.DataFrame, published_dir: str | Path | None) -> pd.DataFrame:
+    """Our best method next to the published numbers.
+
+    Rows: every GUE task (ours or published), `mean_27` and `mean_28` (the best 27- / 28-task mean
+    among methods with all those tasks, else blank), and every few-shot (dataset, shots, metric) with
+    published numbers. Columns: benchmark, entry, shots, metric, ours_method, ours_x100, one column
+    per published model ("MODEL (published)", x100), sources."""
+    published = read_published(published_dir)
+    rows = []
+    # GUE per task and the means.
+    means = gue_task_means(runs)
+    best_task = _best(means, ["task"], "mcc_x100").rename(columns={"task": "entry"})
+    summary = gue_summary(runs)
+    best_means = [_best(summary.assign(entry=f"mean_{n}"), ["entry"], f"mcc_x100_mean{n}") for n in (27, 28)]
+    ours_gue = pd.concat([best_task, *best_means], ignore_index=True)
+    pub_gue = published["gue"].rename(columns={"task": "entry", "mcc_x100": "value_x100"})
+    entries = sorted(set(ours_gue["entry"]) | set(pub_gue["entry"]), key=_entry_sort_key)
+    for entry in entries:
+        rows.append(_comparison_row("gue", entry, None, "mcc", ours_gue[ours_gue["entry"] == entry],
+                                    pub_gue[pub_gue["entry"] == entry]))
+    # Few-shot, only where published numbers exist.
+    pub_few = published["fewshot"]
+    few = fewshot_table(runs)
+    for (dataset, shots, metric), pub in pub_few.groupby(["dataset", "shots", "metric"], sort=True):
+        column = f"{metric}_x100_mean"
+        sel = few[(few["dataset"] == dataset) & (few["shots"] == int(shots))] if column in few else few.iloc[:0]
+        ours = _best(sel.assign(entry=dataset), ["entry"], column) if not sel.empty else sel
+        rows.append(_comparison_row("fewshot", dataset, int(shots), metric, ours, pub))
+    table = pd.DataFrame(rows)
+    base = ["benchmark", "entry", "shots", "metric", "ours_method", "ours_x100"]
+    if table.empty:
+        return pd.DataFrame(columns=[*base, "sources"])
+    models = [c for c in table.columns if c not in base + ["sources"]]
+    table["shots"] = table["shots"].astype("Int64")
+    return table[[*base, *models, "sources"]]
+
+
+def _entry_sort_key(entry: str) -> tuple:
+    return (1, entry) if entry.startswith("mean_") else (0, *_task_sort_key(entry))
+
+
+def _comparison_row(benchmark, entry, shots, metric, ours: pd.DataFrame, published: pd.DataFrame) -> dict:
+    row = {"benchmark": benchmark, "entry": entry, "shots": shots, "metric": f"{metric}_x100",
+           "ours_method": ours["ours_method"].iloc[0] if len(ours) else "",
+           "ours_x100": float(ours["ours_x100"].iloc[0]) if len(ours) else np.nan}
+    for _, pub in published.iterrows():
+        row[f"{pub['model']} (published)"] = float(pub["value_x100"])
+    row["sources"] = "; ".join(dict.fromkeys(published["source"].astype(str))) if len(published) else ""
+    return row
+
+
+def all_tables(runs: pd.DataFrame, summaries: list[dict], published_dir: str | Path | None) -> dict[str, pd.DataFrame]:
+    """Every table of the report (layout.TABLES), by name."""
+    return {
+        "gue": gue_table(runs), "gue_summary": gue_summary(runs), "gue_by_task": gue_by_task(runs),
+        "fewshot": fewshot_table(runs), "pretraining": pretraining_table(summaries),
+        "ours_vs_published": published_table(runs, published_dir),
+    }
