@@ -16,8 +16,10 @@ include: "workflow/rules/genome.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/pmi.smk"
 include: "workflow/rules/pretrain.smk"
-include: "workflow/rules/finetune.smk"
+include: "workflow/rules/gue.smk"
 include: "workflow/rules/fewshot.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/baseline.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cmgems import layout, masking
+from cmgems import gue, layout, masking
 from cmgems.cli import main as cli_main
 from cmgems.errors import CmgemsError
 from cmgems.layout import FEWSHOT, GUE, Grid, Model, Run
@@ -26,7 +26,7 @@ GRID = Grid(
     genomes=("hg38",),
     pretrained=tuple(METHODS),
     external=(),
-    gue_tasks=(*tables.GUE_27, "demo_tata"),
+    gue_tasks=(*gue.GUE_27, "demo_tata"),
     gue_seeds=(42, 43),
     fewshot=tuple((d, shots, seed) for d, shots_list in FEWSHOT_SHOTS.items() for shots in shots_list
                   for seed in range(3)),
@@ -155,7 +155,7 @@ def tree(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(1)
     for method in METHODS:
-        for task in tables.GUE_27 + ["demo_tata"]:
+        for task in gue.GUE_27 + ["demo_tata"]:
             if method[2] == "genemask" and task == "tf_4":
                 continue
             for seed in (42, 43) if method[2] == "cm_gems" else (42,):
@@ -186,7 +186,7 @@ def _docs(root: Path, kind: str) -> list[dict]:
 
 
 def test_task_groups():
-    assert len(tables.GUE_27) == 27
+    assert len(gue.GUE_27) == 27
     assert [
         tables.task_group(t)
         for t in (
@@ -296,7 +296,7 @@ def test_gue_summary_means(tree, runs):
 
     cm = task_means("cm_gems")
     assert summary.loc["cm_gems", "n_tasks"] == 28
-    assert summary.loc["cm_gems", "mcc_x100_mean27"] == pytest.approx(np.mean([cm[t] for t in tables.GUE_27]))
+    assert summary.loc["cm_gems", "mcc_x100_mean27"] == pytest.approx(np.mean([cm[t] for t in gue.GUE_27]))
     assert summary.loc["cm_gems", "mcc_x100_mean"] == pytest.approx(np.mean(list(cm.values())))
     assert summary.loc["cm_gems", "mcc_x100_EMP"] == pytest.approx(
         np.mean([cm[t] for t in cm if t.startswith("EMP_")])
@@ -405,9 +405,9 @@ def test_published_numbers_file():
     assert set(pub["model"]) == {"DNABERT-2", "DNABERT (6-mer)"}
     for model, rows in pub.groupby("model"):
         values = rows.set_index("task")["mcc_x100"]
-        assert sorted(values.index) == sorted([*tables.GUE_TASKS, "mean_27", "mean_28"]), model
-        assert values["mean_27"] == pytest.approx(values[tables.GUE_27].mean(), abs=5e-4)
-        assert values["mean_28"] == pytest.approx(values[tables.GUE_TASKS].mean(), abs=5e-4)
+        assert sorted(values.index) == sorted([*gue.GUE_TASKS, "mean_27", "mean_28"]), model
+        assert values["mean_27"] == pytest.approx(values[gue.GUE_27].mean(), abs=5e-4)
+        assert values["mean_28"] == pytest.approx(values[gue.GUE_TASKS].mean(), abs=5e-4)
     assert all("MAGICS-LAB/DNABERT_2" in s for s in pub[~pub["task"].str.startswith("mean")]["source"])
     readme = (REPO / "resources" / "published" / "README.md").read_text()
     assert not re.search(r"(^|[\s(`])(/|\.\./)\w", readme, re.M), "names a path outside the repository"

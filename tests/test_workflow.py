@@ -332,9 +332,18 @@ INDIRECT = {"safetensors": "transformers' model files (use_safetensors=True)", "
 IMPORT_TO_PYPI = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
 
 
+STAGE_COMMAND = re.compile(r"(?:python -m cmgems\.cli|bash \{params\.launch:q\}) (\w+)")  # pretraining: launch.sh
+
+
+def module_file(name: str) -> Path:
+    """The source of module `cmgems.<name>` (dotted below cmgems), a package's `__init__.py`."""
+    path = REPO / "workflow" / "cmgems" / Path(*name.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+
 def module_imports(name: str) -> tuple[set[str], set[str]]:
     """(imports run when module `cmgems.<name>` is imported, imports inside its functions), top-level names."""
-    tree = ast.parse((REPO / "workflow" / "cmgems" / f"{name}.py").read_text())
+    tree = ast.parse(module_file(name).read_text())
     at_import, inside = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -354,13 +363,13 @@ def stage_imports(module: str, lazy: bool) -> set[str]:
     seen, todo, packages = set(), [module], set()
     while todo:
         name = todo.pop()
-        if name in seen or not (REPO / "workflow" / "cmgems" / f"{name}.py").is_file():
+        if name in seen or not module_file(name).is_file():
             continue
         seen.add(name)
         at_import, inside = module_imports(name)
         for imported in at_import | (inside if lazy else set()):
             if imported.startswith("cmgems."):
-                todo.append(imported.split(".")[1])
+                todo.append(imported.removeprefix("cmgems."))
             elif imported not in sys.stdlib_module_names and imported != "cmgems":
                 packages.add(IMPORT_TO_PYPI.get(imported, imported))
     return packages
@@ -375,7 +384,7 @@ def test_each_env_holds_what_its_stages_import():
     for rules in (REPO / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"^\s*rule\b", rules.read_text(), flags=re.M)[1:]:
             env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
-            stage = re.search(r"cmgems\.cli (\w+)", block)
+            stage = STAGE_COMMAND.search(block)
             if env and stage:
                 stages.setdefault((rules.parent / env.group(1)).resolve(), set()).add(STAGES[stage.group(1)][0].split(".")[1])
     assert {env.name for env in stages} == {"core.yaml", "torch.yaml"}
@@ -627,3 +636,20 @@ def test_a_killed_pack_trains_only_its_missing_runs_when_rerun(tiny_model, tmp_p
             for key in ("train_seconds", "train_sequences_per_s", "inference_sequences_per_s"):
                 record.pop(key)
         assert records[0] == records[1]
+
+
+def test_each_rule_file_wraps_one_stage():
+    """workflow/rules/<stage>.smk runs `cmgems <stage>` and nothing else (the tokenizer is part of the
+    corpus); common.smk and config.smk run no command."""
+    from cmgems.cli import STAGES
+
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        stages = set(STAGE_COMMAND.findall(rules.read_text()))
+        expected = {"corpus": {"corpus", "tokenizer"}}.get(rules.stem, {rules.stem} & set(STAGES))
+        assert stages == expected, rules.name
+
+
+def test_paper_config_runs_the_27_gue_tasks_of_the_published_tables():
+    from cmgems.gue import GUE_27
+
+    assert list(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["gue"]["tasks"]) == GUE_27

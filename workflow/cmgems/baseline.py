@@ -23,7 +23,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from cmgems import kmers, packs
+from cmgems import kmers, layout, packs
 from cmgems.labelled import PackFiles, check_labels, data_statistics
 from cmgems.metrics import classification_metrics, parse_meta, write_results
 
@@ -134,7 +134,7 @@ def fit_and_score(s: Settings, files: PackFiles) -> Callable[[Path], dict]:
             "C_scores": {str(key): v for key, v in grid.items()}, "num_labels": num_labels,
         },
     }
-    identity = {"genome": "none", "model": "kmer_logreg", "masking": "none", "steps": 0}
+    identity = layout.BASELINE_MODEL._asdict()
     log.info("%s: C=%g", s.out, c)
     return functools.partial(write_results, meta={**identity, **s.meta}, labels=y_test, scores=scores, record=record)
 

@@ -32,6 +32,8 @@ ROOT = "results"
 PACK_CACHE = ".cmgems/packs"  # outside ROOT, so that nothing reading ROOT counts a run twice
 RECORD, PREDICTIONS = "metrics.json", "predictions.parquet"  # the files of an evaluation run
 RUN_FILES = (RECORD, PREDICTIONS)
+# The contents of a pretraining run's folder (Model.folder()).
+MODEL_FOLDER, CURVES, SUMMARY, CHECKPOINTS = "model", "metrics.csv", "summary.json", "checkpoint"
 GUE, FEWSHOT = "gue", "fewshot"  # the kinds of evaluation runs
 EXTERNAL, PUBLISHED = "external", "published"  # genome and masking of the published checkpoints
 BASELINE, FEWSHOT_SETS, REPORT_FOLDER = "baseline", "fewshot_sets", "report"
@@ -77,14 +79,14 @@ class Model(NamedTuple):
         return f"{root}/{self.genome}/models/{self.model}/{self.masking}/{self.steps}"
 
     def checkpoint(self, root: Folder = ROOT) -> str:
-        return f"{self.folder(root)}/model"
+        return f"{self.folder(root)}/{MODEL_FOLDER}"
 
     def curves(self, root: Folder = ROOT) -> str:
         """metrics.csv: one row per logged step."""
-        return f"{self.folder(root)}/metrics.csv"
+        return f"{self.folder(root)}/{CURVES}"
 
     def summary(self, root: Folder = ROOT) -> str:
-        return f"{self.folder(root)}/summary.json"
+        return f"{self.folder(root)}/{SUMMARY}"
 
     def evaluations(self, kind: str, root: Folder = ROOT) -> str:
         """The folder of the model's runs of `kind` (GUE or FEWSHOT)."""

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn import metrics as skm
 
+from cmgems import layout
 from cmgems.errors import CmgemsError
 
 
@@ -82,6 +83,6 @@ def write_results(folder: Path, meta: dict, labels: np.ndarray, scores: np.ndarr
     """
     scores = np.asarray(scores, dtype=np.float32)
     result = {**meta, "metrics": classification_metrics(labels, scores.argmax(axis=1), scores), **record}
-    pq.write_table(predictions_table(labels, scores), folder / "predictions.parquet")
-    (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    pq.write_table(predictions_table(labels, scores), folder / layout.PREDICTIONS)
+    (folder / layout.RECORD).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -1,3 +1,6 @@
+# `cmgems corpus` and `cmgems tokenizer`: the k-mer pretraining corpus of a genome and its tokenizer.
+
+
 rule corpus_chunk:
     input:
         layout.of_genome("{genome}", layout.CONTIGS),
@@ -12,13 +15,13 @@ rule corpus_chunk:
     resources:
         mem_mb=4000,
     params:
-        c=config["corpus"],
+        corpus=config["corpus"],
         k=K,
     shell:
         "python -m cmgems.cli corpus chunk --contig-parquet {input:q}/{wildcards.contig}.parquet --out {output:q} "
-        "--k {params.k} --max-tokens {params.c[max_tokens]} --min-tokens {params.c[min_tokens]} "
-        "--random-max-tokens {params.c[random_max_tokens]} "
-        "--full-length-prob {params.c[full_length_prob]} --seed {params.c[seed]} > {log:q} 2>&1"
+        "--k {params.k} --max-tokens {params.corpus[max_tokens]} --min-tokens {params.corpus[min_tokens]} "
+        "--random-max-tokens {params.corpus[random_max_tokens]} "
+        "--full-length-prob {params.corpus[full_length_prob]} --seed {params.corpus[seed]} > {log:q} 2>&1"
 
 
 rule corpus_finalize:
@@ -45,3 +48,20 @@ rule corpus_finalize:
         "python -m cmgems.cli corpus finalize --chunks {input.chunks:q} --out-dir {output:q} --k {params.k} "
         "--validation-fraction {params.fraction} --contigs-summary {input.contigs:q}/summary.json "
         "> {log:q} 2>&1"
+
+
+rule tokenizer:
+    output:
+        directory(layout.of_genome("{genome}", layout.TOKENIZER)),
+    log:
+        "logs/{genome}/tokenizer.log",
+    benchmark:
+        "benchmarks/out/{genome}/tokenizer.tsv"
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        k=K,
+        positions=config["max_positions"],
+    shell:
+        "python -m cmgems.cli tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log:q} 2>&1"

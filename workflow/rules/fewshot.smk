@@ -1,3 +1,4 @@
+# `cmgems fewshot`: the few-shot data, fetched at pinned commits, and the k-shot training sets drawn from it.
 if FETCHED:
 
     rule fetch_fewshot:
@@ -42,57 +43,3 @@ rule fewshot_sample:
     shell:
         "python -m cmgems.cli fewshot {params.how} {input:q} {params.seed} {wildcards.seed} "
         "--shots {wildcards.shots} --out {output:q} > {log:q} 2>&1"
-
-
-for name, runs in FEWSHOT_PACKS.items():
-
-    rule:
-        name:
-            f"finetune_fewshot_{name}"
-        input:
-            model=model_dir,
-            data=fewshot_pack_files(runs),
-        output:
-            pack_outputs(layout.WILDCARDS, runs),
-        log:
-            f"logs/{{genome}}/fewshot/{{model}}/{{masking}}/{{steps}}/pack_{name}.log",
-        benchmark:
-            f"benchmarks/out/{{genome}}/fewshot/{{model}}/{{masking}}/{{steps}}/pack_{name}.tsv"
-        conda:
-            "../../envs/torch.yaml"
-        threads: FEW["threads"]
-        resources:
-            **pack_resources(FEWSHOT_RESOURCES, runs),
-        params:
-            spec=lambda w, input, name=name, runs=runs: pack_spec(
-                name,
-                "fewshot.pack_runs",
-                [fewshot_run(w, input.model, run) for run in runs],
-            ),
-        shell:
-            "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
-
-    rule:
-        name:
-            f"baseline_fewshot_{name}"
-        input:
-            fewshot_pack_files(runs),
-        output:
-            pack_outputs(None, runs),
-        log:
-            f"logs/baseline/fewshot/pack_{name}.log",
-        benchmark:
-            f"benchmarks/out/baseline/fewshot/pack_{name}.tsv"
-        conda:
-            "../../envs/torch.yaml"
-        threads: 1
-        resources:
-            **pack_resources(BASELINE_RESOURCES, runs),
-        params:
-            spec=lambda w, name=name, runs=runs: pack_spec(
-                name,
-                "fewshot.pack_runs",
-                [baseline_fewshot_run(run) for run in runs],
-            ),
-        shell:
-            "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"

@@ -1,3 +1,6 @@
+# `cmgems genome`: the reference genome, downloaded and checked, and its cleaned contigs.
+
+
 rule download_genome:
     output:
         "resources/genomes/{genome}.fa.gz",
@@ -38,20 +41,3 @@ rule genome_contigs:
     shell:
         "python -m cmgems.cli genome contigs --fasta {input:q} --out-dir {output:q} "
         "--contigs {params.contigs:q} {params.splice} > {log:q} 2>&1"
-
-
-rule tokenizer:
-    output:
-        directory(layout.of_genome("{genome}", layout.TOKENIZER)),
-    log:
-        "logs/{genome}/tokenizer.log",
-    benchmark:
-        "benchmarks/out/{genome}/tokenizer.tsv"
-    localrule: True
-    conda:
-        "../../envs/torch.yaml"
-    params:
-        k=K,
-        positions=config["max_positions"],
-    shell:
-        "python -m cmgems.cli tokenizer --k {params.k} --max-positions {params.positions} --out {output:q} > {log:q} 2>&1"

@@ -1,3 +1,6 @@
+# `cmgems pmi`: n-gram counts per contig, merged, and the PMI table.
+
+
 rule pmi_count:
     input:
         layout.of_genome("{genome}", layout.CONTIGS),

@@ -1,3 +1,6 @@
+# `cmgems pretrain`: one masked-language-model pretraining run per (genome, model, masking, steps).
+
+
 rule pretrain:
     input:
         unpack(pretrain_inputs),

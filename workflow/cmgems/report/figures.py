@@ -13,7 +13,8 @@ import pandas as pd
 
 from cmgems import layout
 from cmgems.atomic import atomic_output
-from cmgems.report.tables import GROUP_ORDER, gue_by_task, method_label, with_labels
+from cmgems.gue import GROUP_ORDER
+from cmgems.report.tables import gue_by_task, method_label, with_labels
 
 log = logging.getLogger(__name__)
 

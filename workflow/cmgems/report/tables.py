@@ -11,24 +11,13 @@ import numpy as np
 import pandas as pd
 
 from cmgems import layout, masking
-from cmgems.gue import task_group
+from cmgems.gue import GROUP_ORDER, GUE_27, GUE_TASKS, task_group
 from cmgems.report.collect import METHOD_KEYS, METRICS, read_published
 
 FEWSHOT_METRICS = ["mcc", "accuracy", "f1_macro"]
 NO_MASKING = layout.BASELINE_MODEL.masking
 MASKING_ORDER = [*masking.names(), NO_MASKING]
 
-EMP_MARKS = ["H3", "H3K14ac", "H3K36me3", "H3K4me1", "H3K4me2", "H3K4me3", "H3K79me3", "H3K9ac", "H4", "H4ac"]
-GUE_27 = (
-    [f"EMP_{m}" for m in EMP_MARKS]
-    + [f"prom_core_{v}" for v in ("all", "notata", "tata")]
-    + [f"prom_300_{v}" for v in ("all", "notata", "tata")]
-    + ["splice_reconstructed"]
-    + [f"mouse_{i}" for i in range(5)]
-    + [f"tf_{i}" for i in range(5)]
-)
-GUE_TASKS = GUE_27 + ["covid"]
-GROUP_ORDER = ["EMP", "prom_core", "prom_300", "splice", "mouse", "tf", "covid", "other"]
 
 
 def method_label(genome: str, model: str, masking: str, steps: int, with_genome: bool = False) -> str:
