@@ -37,7 +37,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from cmgems import distributed, flops, kmers, layout, masking, models, pmi
+from cmgems import distributed, flops, kmers, masking, models, pmi
 from cmgems.atomic import atomic_output, write_json
 from cmgems.batches import MaskedSteps, StepLayout, loader, mask_ids
 from cmgems.checkpoint import Checkpoints, RunLock, check_same_run
@@ -45,6 +45,7 @@ from cmgems.cli import add_settings, option
 from cmgems.corpus import TrainingSequences, validation_sample
 from cmgems.distributed import Dist
 from cmgems.errors import CmgemsError
+from cmgems.layout import CHECKPOINTS, CURVES, MODEL_FOLDER, SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def build(s: Settings, dist: Dist) -> Run:
     peak = s.peak_tflops or (flops.peak_tflops(torch.cuda.get_device_name(dist.device))
                              if dist.device.type == "cuda" else None)
     return Run(s, dist, model, objective, trainer, optimizer, scheduler, strategy, reference, corpus, layout,
-               validation, run_identity(s, corpus, ranks), Checkpoints(Path(s.out) / layout.CHECKPOINTS, s.keep_checkpoints),
+               validation, run_identity(s, corpus, ranks), Checkpoints(Path(s.out) / CHECKPOINTS, s.keep_checkpoints),
                peak, meter=Meter(dist.device))
 
 
@@ -485,10 +486,10 @@ def finish(run: Run, writer: LogWriter | None) -> dict:
         return {}
     s, out = run.s, Path(run.s.out)
     writer.close()
-    save_model(run, out / layout.MODEL_FOLDER)
-    with atomic_output(out / layout.CURVES) as tmp:
+    save_model(run, out / MODEL_FOLDER)
+    with atomic_output(out / CURVES) as tmp:
         shutil.copy2(out / "metrics.running.csv", tmp)
-    with (out / layout.CURVES).open() as f:
+    with (out / CURVES).open() as f:
         rows = list(csv.DictReader(f))
     evaluated = [r for r in rows if r["val_ppl"]]
     seconds = run.totals["train_seconds"]
@@ -508,7 +509,7 @@ def finish(run: Run, writer: LogWriter | None) -> dict:
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "settings": asdict(s),
     }
-    write_json(out / layout.SUMMARY, summary)
+    write_json(out / SUMMARY, summary)
     return summary
 
 
