@@ -129,5 +129,6 @@ LONGEST_FILES = ("test_demo.py", "test_slurm.py")  # each runs the whole demo DA
 
 
 def pytest_collection_modifyitems(items):
-    """The longest test files first, so that pytest-xdist starts them at once on separate workers."""
+    """The longest test files first, so that pytest-xdist starts them at once on separate workers while
+    a third works through the other files."""
     items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
