@@ -9,6 +9,7 @@ predictions) are written with pyarrow's default options (`pyarrow.parquet.write_
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from cmgems.atomic import atomic_output, files_under
+from cmgems.download import file_digest
 from cmgems.errors import CmgemsError
 from cmgems.layout import RECORD  # a run's record; the other files of its folder are copied with it
 
@@ -125,8 +126,7 @@ def content_digest(path: str) -> str:
     root = Path(path)
     try:
         if not root.is_dir():
-            with open(root, "rb") as handle:
-                return hashlib.file_digest(handle, "sha256").hexdigest()
+            return file_digest(root, "sha256")
         files = {name: content_digest(str(root / name)) for name in sorted(files_under(root))}
         return hashlib.sha256(json.dumps(files).encode()).hexdigest()
     except OSError as err:
