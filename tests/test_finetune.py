@@ -428,3 +428,18 @@ def test_schedule_and_batches():
     epoch = [next(steps) for _ in range(7)]
     assert [len(m) for m in epoch] == [2] * 6 + [1]
     assert sorted(torch.cat([b for m in epoch for b in m]).tolist()) == list(range(100))
+
+
+@pytest.mark.parametrize("stage", ["finetune", "baseline"])
+def test_packs_fail_fast_when_requested_gpus_are_not_visible(stage, tmp_path, monkeypatch, capsys):
+    """`cmgems --gpus N` (the pack rules pass their resources' GPUs): a job that asked for GPUs and sees
+    none stops before loading anything, naming the request or the SLURM allocation, instead of
+    training on CPU until its time limit."""
+    spec = json.dumps({"runs": [{"out": str(tmp_path / "never")}]})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["--gpus", "1", stage, "--pack", spec]) == 1
+    assert "GPUs were requested (1 requested (config resources.gpu)) but none is visible" in capsys.readouterr().err
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")
+    assert cli.main(["--gpus", "0", stage, "--pack", spec]) == 1
+    assert "GPUs were requested (SLURM_JOB_GPUS=0)" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

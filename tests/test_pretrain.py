@@ -169,11 +169,38 @@ def test_two_processes_train_the_same_model_as_one(corpus, finished_run, tmp_pat
     assert relative_l2(weights(out), weights(finished_run)) < 1e-4
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["world_size"], summary["accumulation"], summary["sequences_per_step"]) == (2, 1, 16)
-    assert result.stderr.count("processes), ") == 1  # logged once, by the main process
+    assert result.stderr.count("8 per process x 2 processes; micro-batches: 1 of at most 8") == 1  # once, by the main process
     one, two = metric_rows(finished_run), metric_rows(out)
     for key in ("loss", "masked_acc", "val_ppl", "ref_val_ppl"):  # global metrics: the same
         a = [float(r[key]) for r in one if r[key]]
         assert np.allclose(a, [float(r[key]) for r in two if r[key]], rtol=1e-4), key
+
+
+def test_three_processes_with_uneven_shares_train_the_same_model_as_one(corpus, finished_run, tmp_path):
+    """16 sequences per step over 3 processes (6, 5 and 5, each one micro-batch of at most 8): the
+    loss is normalised over the whole step, so the weights are the one-process run's."""
+    out = tmp_path / "ddp3"
+    result = run(torchrun(pretrain_args(corpus, out), processes=3))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5 or 6 per process x 3 processes; micro-batches: 1 of at most 8" in result.stderr
+    assert relative_l2(weights(out), weights(finished_run)) < 1e-4
+
+
+def test_uneven_shares_cover_every_sequence_of_a_step_once():
+    """250 over 8 processes (the paper's step on 8 GPUs): 32 or 31 each, micro-batches of at most 10."""
+    layouts = [StepLayout(250, 10, 8, r) for r in range(8)]
+    assert [lay.sequences for lay in layouts] == [32, 32] + [31] * 6
+    assert layouts[0].sizes(0) == [8, 8, 8, 8] and layouts[7].sizes(7) == [8, 8, 8, 7]
+    lengths = np.random.default_rng(0).integers(5, 510, 250)
+    parts = [lay.micro_batches(4, lengths) for lay in layouts]
+    assert sorted(np.concatenate(sum(parts, [])).tolist()) == list(range(750, 1000))
+    assert all(len(mb) <= 10 for part in parts for mb in part)
+    # even splits are unchanged: micro-batches of exactly batch_size, dealt in turn
+    assert StepLayout(250, 10).sizes(0) == [10] * 25 and StepLayout(250, 25, 2).accumulation == 5
+    whole = StepLayout(16, 4).micro_batches(1, lengths[:16])
+    assert [mb.tolist() for mb in StepLayout(16, 4, 2, 1).micro_batches(1, lengths[:16])] == [whole[1].tolist(), whole[3].tolist()]
+    with pytest.raises(CmgemsError, match="sequences_per_step 3 is fewer than the 4 processes"):
+        StepLayout(3, 10, 4)
 
 
 def test_validation_batches_are_the_same_at_any_process_count():
@@ -326,24 +353,41 @@ class HostSyncs(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def test_training_step_never_reads_device_values_on_the_host(corpus, tmp_path):
+def test_training_iterations_never_read_device_values_but_at_log_eval_and_save_steps(corpus, tmp_path, monkeypatch):
+    """Whole iterations of the loop (step, log, validation, checkpoint check): no data-dependent op and no
+    device sync (`distributed.synchronize`, `distributed.host_read`, the loop's only ways to one) but at
+    the steps that log, validate or save. The batches come from the data workers (CPU) in a real run."""
     s = pretrain.Settings(corpus=str(corpus), out=str(tmp_path / "sync"), model="tiny", masking="dnabert",
-                          max_steps=5, sequences_per_step=16, batch_size=8, max_positions=64, eval_sequences=8,
-                          workers=0)
+                          max_steps=12, sequences_per_step=16, batch_size=8, max_positions=64, eval_sequences=8,
+                          workers=0, log_every=3, eval_every=6, save_every=4, milestones=[5])
+    Path(s.out).mkdir()
     r = pretrain.build(s, distributed.Dist())
-    steps = pretrain.Batches(r)
+    steps, stop, writer = pretrain.Batches(r), pretrain.StopRequest(), pretrain.LogWriter(r)
+    syncs = []
+    for name in ("synchronize", "host_read"):
+        monkeypatch.setattr(distributed, name, lambda x, name=name, f=getattr(distributed, name): syncs.append(name) or f(x))
     pretrain.train_step(r, steps.next())  # the optimizer's state exists from here on
-    batch = steps.next()
     counters = [state["step"] for state in r.optimizer.state.values()]
-    with HostSyncs(allowed=counters) as syncs:
-        pretrain.train_step(r, batch)
-    assert syncs.seen == []
-    with HostSyncs(allowed=counters) as syncs:  # the detector sees what the old step did
+    seen = {}
+    for _ in range(s.max_steps - 1):
+        batch = steps.next()
+        syncs.clear()
+        with HostSyncs(allowed=counters) as ops:
+            pretrain.train_step(r, batch)
+            pretrain.log_and_validate(r, writer)
+            pretrain.checkpoint_or_stop(r, stop)
+        seen[r.step] = (ops.seen, list(syncs))
+    writer.close()
+    quiet = [t for t in seen if t % 3 and t % 4 and t != 5]
+    assert quiet == [2, 7, 10, 11]
+    assert all(seen[t] == ([], []) for t in quiet), {t: seen[t] for t in quiet}
+    assert "host_read" in seen[3][1] and "synchronize" in seen[4][1] and "synchronize" in seen[5][1]
+    with HostSyncs(allowed=counters) as ops:  # the detector sees what the old step did
         labels = torch.full((2, 8), IGNORE_INDEX)
         labels[0, 3] = 7
         _ = labels[labels != IGNORE_INDEX]
         float(labels.sum())
-    assert "aten._local_scalar_dense" in syncs.seen and any("boolean index" in s or "nonzero" in s for s in syncs.seen)
+    assert "aten._local_scalar_dense" in ops.seen and any("boolean index" in s or "nonzero" in s for s in ops.seen)
 
 
 # --------------------------------------------------------------------------- kills, stops, resumes
@@ -492,6 +536,35 @@ def test_a_second_trainer_is_refused(corpus, tmp_path):
     assert not (out / "metrics.running.csv").exists()
 
 
+def test_a_file_system_without_flock_is_explained(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(CmgemsError, match=r"does not support file locks .*Lustre.*CMGEMS_NO_RUN_LOCK=1"):
+        with RunLock(tmp_path / "lustre"):
+            pass
+    monkeypatch.setenv("CMGEMS_NO_RUN_LOCK", "1")
+    with RunLock(tmp_path / "lustre"):
+        pass
+    assert "is not locked" in caplog.text
+
+
+def test_attention_flops_count_each_sequence_length():
+    """Two sequences of 100 and 500 tokens cost more attention than two of the mean length, 300."""
+    from cmgems import flops, kmers, models
+
+    config = models.bert_config("dnabert6", kmers.vocab_size(6))
+    mixed = flops.training_flops(config, 600, 100**2 + 500**2, 90)
+    mean = flops.training_flops(config, 600, 2 * 300**2, 90)
+    d, layers = config.hidden_size, config.num_hidden_layers
+    assert mixed - mean == pytest.approx(3 * layers * 4 * d * (100**2 + 500**2 - 2 * 300**2))
+    assert flops.mfu(mixed, 1, 989.0) == pytest.approx(mixed / 989e12)
+
+
 def test_an_old_style_checkpoint_is_reported(tmp_path):
     (tmp_path / "checkpoint").mkdir()
     torch.save({"step": 3}, tmp_path / "checkpoint" / "state.pt")
@@ -500,14 +573,6 @@ def test_an_old_style_checkpoint_is_reported(tmp_path):
 
 
 # ------------------------------------------------------------------------------- fail before work
-def test_sequences_per_step_must_split_evenly():
-    assert StepLayout(250, 10).accumulation == 25 and StepLayout(250, 25, 2).accumulation == 5
-    with pytest.raises(CmgemsError, match=r"250 is not a multiple of micro-batch 10 x 4 processes.*no micro-batch"):
-        StepLayout(250, 10, 4)
-    with pytest.raises(CmgemsError, match=r"micro-batch sizes that divide it at this process count: \[1, 5, 25, 125\]"):
-        StepLayout(250, 10, 2)
-
-
 def test_gpus_requested_but_none_visible(corpus, tmp_path, monkeypatch):
     result = run(single(pretrain_args(corpus, tmp_path / "gpu", steps=2, gpus=1)))
     assert result.returncode == 1
@@ -521,6 +586,7 @@ def test_gpus_requested_but_none_visible(corpus, tmp_path, monkeypatch):
         distributed.check_gpus_visible(0, {"SLURM_GPUS_ON_NODE": "4", "CUDA_VISIBLE_DEVICES": ""})
     distributed.check_gpus_visible(0, {})  # nothing requested: CPU is fine
     assert distributed.slurm_gpus({"SLURM_GPUS": "a100:2"}) == (2, "SLURM_GPUS=a100:2")
+    assert distributed.slurm_gpus({"SLURM_JOB_GPUS": "0"}) == (1, "SLURM_JOB_GPUS=0")  # one GPU, index 0
 
 
 def test_continued_pretraining_starts_from_the_checkpoint(corpus, finished_run, tmp_path):

@@ -81,6 +81,23 @@ def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     assert gpu + cpu == sum(n for rule, n in counts.items() if rule not in LOCAL_RULES | {"total"})
 
 
+@pytest.mark.parametrize("resources, processes", [
+    ({"gpu": 8, "cpus_per_task": 32}, "CMGEMS_NODES=1 CMGEMS_PROCS_PER_NODE=8 CMGEMS_CPUS_PER_TASK=32"),
+    ({"gpu": 0, "nodes": 2, "gres": "gpu:4", "cpus_per_task": 16}, "CMGEMS_NODES=2 CMGEMS_PROCS_PER_NODE=4 CMGEMS_CPUS_PER_TASK=16"),
+])
+def test_the_paper_step_plans_on_any_gpu_count(tmp_path, resources, processes):
+    """250 sequences per step over 8 GPUs, or 2 nodes x 4 (31 or 32 each): planned, not refused; the
+    GPU jobs' env is the CUDA build."""
+    layered = tmp_path / "gpus.yaml"
+    layered.write_text(yaml.safe_dump({"pretrain": {"resources": resources}}))
+    target = Model("hg38", "dnabert6", "genemask", 10000).folder() + "/summary.json"
+    result = snakemake("-n", "-p", "--configfile", str(REPO / "config/config.yaml"), str(layered), "-d", str(tmp_path), target)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert processes in output and "CMGEMS_SHUTDOWN_TIMEOUT=240" in output
+    assert "its GPU jobs' conda env (--use-conda) is envs/torch-cuda.yaml" in output
+
+
 def test_packs_split_at_pack_runs_and_request_the_runtime_of_their_runs(tmp_path):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["gue"]["pack_runs"] = 1
@@ -157,7 +174,15 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     "fewshot-lr": (edit(["fewshot", "large", "lr"], 0), "fewshot.large.lr: 0 is less than or equal to the minimum of 0"),
     "pretrain-lr": (edit(["pretrain", "recipe", "lr"], -1e-4), "pretrain.recipe.lr: -0.0001 is less than or equal to the minimum of 0"),
     "milestone": (edit(["pretrain", "recipe", "milestones"], [100, 300]), "pretrain.recipe.milestones: 300 is not below the longest run"),
-    "layout": (edit(["pretrain", "recipe", "batch_size"], 5), "pretrain.recipe.sequences_per_step (32) must be a multiple"),
+    "fewer-sequences-than-processes": (edit(["pretrain", "processes_per_node"], 33),
+                                       "pretrain.recipe.sequences_per_step (32) is fewer than the job's 33 training processes"),
+    "gpu-and-gres": (lambda c: c["pretrain"]["resources"].update(gpu=1, gres="gpu:4", cpus_per_task=16),
+                     "pretrain.resources.gpu (1) and pretrain.resources.gres ('gpu:4') both ask for GPUs"),
+    "gres-not-gpu": (edit(["gue", "resources", "gres"], "shard:2"), "gue.resources.gres: 'shard:2' is not a GPU request gpu:K"),
+    "gpu-with-nodes": (lambda c: c["pretrain"]["resources"].update(gpu=2, nodes=2, cpus_per_task=8),
+                       "pretrain.resources: gpu (2) with nodes (2)"),
+    "cpus-per-gpu": (lambda c: c["pretrain"]["resources"].update(gpu=8, cpus_per_task=8),
+                     "pretrain.resources.cpus_per_task (8) gives each of the 8 GPU processes per node fewer than 4 CPUs"),
     "init-from-missing": (edit(["pretrain", "init_from"], "no/such/checkpoint"), "no/such/checkpoint"),
     # PMI contigs
     "pmi-contig-name": (edit(["pmi", "contigs"], ["chr20", "../x"]), "pmi.contigs[1]: '../x' does not match"),
@@ -275,6 +300,20 @@ def test_snakefmt_check():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+TORCH_ENVS = ("torch.yaml", "torch-cuda.yaml")  # torch_env(resources) in common.smk picks one
+
+
+def rule_envs(block: str) -> set[Path]:
+    """The conda env files a rule's text may use: its `conda:` path, or both torch envs for torch_env(...)."""
+    rules = REPO / "workflow" / "rules"
+    literal = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+    if literal:
+        return {(rules / literal.group(1)).resolve()}
+    if re.search(r"conda:\s*\n\s*torch_env\(", block):
+        return {(REPO / "envs" / name).resolve() for name in TORCH_ENVS}
+    return set()
+
+
 def test_conda_envs_are_pinned_and_referenced():
     envs = sorted((REPO / "envs").glob("*.yaml"))
     assert envs
@@ -284,18 +323,26 @@ def test_conda_envs_are_pinned_and_referenced():
         assert "conda-forge" in spec["channels"], env
         for dep in spec["dependencies"]:
             assert isinstance(dep, str) and re.fullmatch(r"[A-Za-z0-9_.-]+=[0-9][0-9.*]*", dep), (env, dep)
+    used = set()
     for rules in (REPO / "workflow" / "rules").glob("*.smk"):
-        for path in re.findall(r'conda:\s*\n\s*"([^"]+)"', rules.read_text()):
-            assert (rules.parent / path).resolve().exists(), (rules, path)
-    used = {
-        (rules.parent / p).resolve()
-        for rules in (REPO / "workflow" / "rules").glob("*.smk")
-        for p in re.findall(r'conda:\s*\n\s*"([^"]+)"', rules.read_text())
-    }
+        for block in re.split(r"^\s*rule\b", rules.read_text(), flags=re.M)[1:]:
+            for path in rule_envs(block):
+                assert path.exists(), (rules, path)
+                used.add(path)
     assert used == {e.resolve() for e in envs}
 
 
-CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
+def test_torch_envs_differ_only_in_the_torch_build():
+    """envs/torch-cuda.yaml (rules asking for GPUs) pins as envs/torch.yaml, with pytorch-gpu for pytorch-cpu:
+    a CUDA build that conda cannot solve without a driver (or CONDA_OVERRIDE_CUDA), never a CPU one."""
+    cpu, cuda = (yaml.safe_load((REPO / "envs" / name).read_text()) for name in TORCH_ENVS)
+    swap = {"pytorch-cpu=2.13": "pytorch-gpu=2.13"}
+    assert set(cuda["dependencies"]) <= {swap.get(d, d) for d in cpu["dependencies"]}
+    assert "pytorch-cpu=2.13" in cpu["dependencies"] and "pytorch-gpu=2.13" in cuda["dependencies"]
+    assert cpu["channels"] == cuda["channels"]
+
+
+CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-cpu": "torch", "pytorch-gpu": "torch", "matplotlib-base": "matplotlib"}
 
 
 def test_envs_and_pyproject_pin_the_versions_the_tests_run_with():
@@ -332,7 +379,7 @@ INDIRECT = {"safetensors": "transformers' model files (use_safetensors=True)", "
 IMPORT_TO_PYPI = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
 
 
-STAGE_COMMAND = re.compile(r"(?:python -m cmgems\.cli|bash \{params\.launch:q\}) (\w+)")  # pretraining: launch.sh
+STAGE_COMMAND = re.compile(r"(?:python -m cmgems\.cli(?: --gpus \{params\.gpus\})?|bash \{params\.launch:q\}) (\w+)")  # pretraining: launch.sh
 
 
 def module_file(name: str) -> Path:
@@ -383,11 +430,10 @@ def test_each_env_holds_what_its_stages_import():
     stages: dict[Path, set[str]] = {}
     for rules in (REPO / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"^\s*rule\b", rules.read_text(), flags=re.M)[1:]:
-            env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
             stage = STAGE_COMMAND.search(block)
-            if env and stage:
-                stages.setdefault((rules.parent / env.group(1)).resolve(), set()).add(STAGES[stage.group(1)][0].split(".")[1])
-    assert {env.name for env in stages} == {"core.yaml", "torch.yaml"}
+            for env in rule_envs(block) if stage else ():
+                stages.setdefault(env, set()).add(STAGES[stage.group(1)][0].split(".")[1])
+    assert {env.name for env in stages} == {"core.yaml", "torch.yaml", "torch-cuda.yaml"}
     for env, modules in stages.items():
         provided = {CONDA_TO_PYPI.get(d.split("=")[0], d.split("=")[0]) for d in yaml.safe_load(env.read_text())["dependencies"]}
         needed = set().union(*(stage_imports(m, lazy=False) for m in modules))

@@ -4,14 +4,17 @@ overlap the training step.
 
 Step t (1-based) trains on global sequence positions (t - 1) * S .. t * S - 1 (S = sequences per
 step); position g is training row `corpus.training_rows(g)`. The step's sequences, sorted by length,
-are cut into micro-batches of `micro_batch` (so a micro-batch is padded little, and one of
-full-length chunks not at all), dealt to the W ranks in turn. Masks are drawn from (seed, g). So the
+are cut into micro-batches of at most `micro_batch` (so a micro-batch is padded little, and one of
+full-length chunks not at all), dealt to the W ranks in turn, in shares that differ by at most one
+sequence where W does not divide S (StepLayout). Masks are drawn from (seed, g). So the
 sequences and masks of a step are the same at any world size, on any device and after a resume, and
 since the loss is normalised over the whole step, so is the gradient (up to summation order).
 """
 
 from __future__ import annotations
 
+import functools
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +27,13 @@ from cmgems.errors import CmgemsError
 
 @dataclass(frozen=True)
 class StepLayout:
-    """How one optimizer step of `sequences_per_step` is split over processes and micro-batches."""
+    """How one optimizer step of `sequences_per_step` (S) is split over W processes, each in
+    micro-batches of at most `micro_batch` (B) sequences.
+
+    Rank r trains on S // W sequences, one more when r < S % W (250 over 8 processes: 32 or 31), in
+    ceil(share / B) micro-batches of near-equal sizes (32 with B = 10: 8, 8, 8, 8). Where B x W divides
+    S, every micro-batch holds B sequences. Since the loss is normalised over the whole step, the
+    gradient does not depend on the split."""
 
     sequences_per_step: int
     micro_batch: int
@@ -32,30 +41,56 @@ class StepLayout:
     rank: int = 0
 
     def __post_init__(self):
-        per_pass = self.micro_batch * self.world_size
-        if self.sequences_per_step < 1 or self.micro_batch < 1 or self.sequences_per_step % per_pass:
-            hint = [m for m in range(1, self.sequences_per_step + 1) if self.sequences_per_step % (m * self.world_size) == 0]
+        if self.micro_batch < 1:
+            raise CmgemsError(f"the micro-batch (batch_size) must be >= 1, got {self.micro_batch}")
+        if self.sequences_per_step < self.world_size:
             raise CmgemsError(
-                f"sequences_per_step {self.sequences_per_step} is not a multiple of micro-batch {self.micro_batch} x "
-                f"{self.world_size} processes: "
-                + (f"micro-batch sizes that divide it at this process count: {hint}" if hint else
-                   f"no micro-batch size divides it over {self.world_size} processes; choose another process count "
-                   f"or sequences_per_step")
+                f"sequences_per_step {self.sequences_per_step} is fewer than the {self.world_size} processes: "
+                "every process needs at least one sequence per step; use fewer processes"
             )
+
+    def share(self, rank: int) -> int:
+        """Sequences of `rank` per step."""
+        return self.sequences_per_step // self.world_size + (rank < self.sequences_per_step % self.world_size)
+
+    def sizes(self, rank: int) -> list[int]:
+        """Sizes of `rank`'s micro-batches, largest first."""
+        share = self.share(rank)
+        n = -(-share // self.micro_batch)
+        q, extra = divmod(share, n)
+        return [q + 1] * extra + [q] * (n - extra)
 
     @property
     def accumulation(self) -> int:
-        """Micro-batches per process per step."""
-        return self.sequences_per_step // (self.micro_batch * self.world_size)
+        """Micro-batches of this rank per step (ranks' counts differ by at most one)."""
+        return len(self.sizes(self.rank))
+
+    @property
+    def sequences(self) -> int:
+        """Sequences of this rank per step."""
+        return self.share(self.rank)
+
+    @functools.cached_property
+    def _cuts(self) -> list[tuple[int, int]]:
+        """(start, end) of this rank's micro-batches in the step's length order: micro-batch j of every
+        rank in rank order, then j + 1, ... (each rank a share of short and long sequences)."""
+        sizes = [self.sizes(r) for r in range(self.world_size)]
+        cuts, start = [], 0
+        for j in range(max(map(len, sizes))):
+            for r in range(self.world_size):
+                if j < len(sizes[r]):
+                    if r == self.rank:
+                        cuts.append((start, start + sizes[r][j]))
+                    start += sizes[r][j]
+        return cuts
 
     def micro_batches(self, step: int, lengths: np.ndarray) -> list[np.ndarray]:
-        """Global sequence positions (int64 (micro_batch,) each) of this rank's micro-batches of `step`,
-        given the lengths (S,) of the step's sequences in position order: sorted by length (ties by
-        position), cut into micro-batches, micro-batch j going to rank j mod W (each rank a share of
-        short and long ones)."""
+        """Global sequence positions (int64 arrays) of this rank's micro-batches of `step`, given the
+        lengths (S,) of the step's sequences in position order: sorted by length (ties by position) and
+        cut as `_cuts` says, so that a micro-batch is padded little."""
         positions = np.arange((step - 1) * self.sequences_per_step, step * self.sequences_per_step, dtype=np.int64)
-        groups = positions[np.argsort(lengths, kind="stable")].reshape(-1, self.micro_batch)
-        return list(groups[self.rank :: self.world_size])
+        ordered = positions[np.argsort(lengths, kind="stable")]
+        return [ordered[a:b] for a, b in self._cuts]
 
 
 def mask_ids(ids: torch.Tensor, positions: np.ndarray, strategy: masking.Strategy, step: int, seed: int) -> dict:
@@ -82,7 +117,8 @@ class MaskedSteps(torch.utils.data.Dataset):
     """Item i: this rank's masked micro-batches of step first_step + i, as
     {"step", "phase" (the strategy's phase the masks were drawn in), "micro": [masked_lm_batch...],
     "masked": int64 (1,) masked tokens of the step (a tensor, so that it reaches the device without a
-    sync), "masked_count", "tokens", "sequences"}. Worker processes hold a copy of the strategy made
+    sync), "masked_count", "tokens", "squared_lengths" (sum of each sequence's tokens squared, for the
+    attention FLOPs)}. Worker processes hold a copy of the strategy made
     when the loader starts: a curriculum's later switch does not reach them (the trainer compares
     "phase" and starts a new loader)."""
 
@@ -111,18 +147,40 @@ class MaskedSteps(torch.utils.data.Dataset):
             micro.append(masked_lm_batch(self.corpus.get(rows), positions, self.strategy, step, self.seed,
                                          self.k, self.max_positions))
         masked = sum(len(m["masked_ids"]) for m in micro)
-        tokens = sum(int(m["input_ids"].ne(kmers.PAD_ID).sum()) for m in micro)
+        lengths = torch.cat([m["input_ids"].ne(kmers.PAD_ID).sum(1) for m in micro])
         return {"step": step, "phase": self.strategy.phase(step), "micro": micro, "masked": torch.tensor([masked]),
-                "masked_count": masked, "tokens": tokens, "sequences": self.layout.accumulation * self.layout.micro_batch}
+                "masked_count": masked, "tokens": int(lengths.sum()), "squared_lengths": int((lengths ** 2).sum())}
 
 
-def _one_thread(_worker: int) -> None:
+# Stop signals are the training process's to handle: a cluster sends them to every process of a job
+# (SLURM's --signal, scancel, preemption; torchrun forwards to each rank's process group), and a worker
+# killed by one would crash the trainer before it can checkpoint.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+def _worker_init(_worker: int) -> None:
+    """A data worker: one thread; the stop signals ignored (they arrive blocked, see `start_workers`)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     torch.set_num_threads(1)
 
 
 def loader(dataset: MaskedSteps, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    """Steps in order, built by `workers` processes (0: in this process), prefetched 4 per worker."""
+    """Steps in order, built by `workers` processes (0: in this process), prefetched 4 per worker.
+    Iterate it with `start_workers`."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None, worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None,
     )
+
+
+def start_workers(data: torch.utils.data.DataLoader):
+    """`iter(data)` with the stop signals blocked while its workers start: a worker inherits the block
+    and ignores them before unblocking, so a signal to the whole process group at any instant reaches
+    only this process (where it stays pending until the block ends, then runs its handler)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(data)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -103,7 +103,10 @@ def check_same_run(saved: dict, current: dict, directory: Path) -> None:
 
 class RunLock:
     """An exclusive advisory lock on `run_dir/.lock`, held for the life of a trainer (released by the
-    kernel when the process dies, however it dies)."""
+    kernel when the process dies, however it dies). Where the file system has no flock (some Lustre
+    and NFS mounts), NO_LOCK_VARIABLE=1 runs without the lock, at the user's word."""
+
+    NO_LOCK_VARIABLE = "CMGEMS_NO_RUN_LOCK"
 
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / ".lock"
@@ -111,6 +114,10 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if os.environ.get(self.NO_LOCK_VARIABLE) == "1":
+            log.warning("%s=1: %s is not locked; make sure no other trainer writes it", self.NO_LOCK_VARIABLE,
+                        self.path.parent)
+            return self
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,6 +127,13 @@ class RunLock:
             handle.close()
             raise CmgemsError(f"{self.path.parent} is being written by another trainer ({holder}); "
                               "wait for it to finish or stop it first") from None
+        except OSError as err:
+            handle.close()
+            raise CmgemsError(
+                f"{self.path}: the file system does not support file locks ({err.strerror}; some Lustre and NFS "
+                "mounts lack flock, Lustre gives it with the mount option -o flock). The lock keeps a second trainer "
+                f"(say a rerun while the old job still runs) out of the run folder. To run without it, set "
+                f"{self.NO_LOCK_VARIABLE}=1 and make sure only one job trains each run") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -128,5 +142,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()

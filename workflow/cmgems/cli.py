@@ -102,6 +102,9 @@ class DashesFirst:
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmgems", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--gpus", type=int_at_least(0), metavar="N",
+                        help="GPUs the job requested (config resources): stop at once when torch sees none, or when "
+                             "the SLURM allocation holds GPUs torch cannot see (given: even with N = 0)")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     wanted = next((a for a in argv if a in STAGES), None)
     for name, (module, help_text) in STAGES.items():
@@ -119,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.gpus is not None:
+            from cmgems.distributed import check_gpus_visible  # imports torch
+
+            check_gpus_visible(args.gpus)
         args.func(args)
     except CmgemsError as err:
         message = str(err)

@@ -18,6 +18,7 @@ from cmgems.errors import CmgemsError
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)  # NCCL/gloo: a stuck rank fails the job instead of hanging it
 SLURM_GPU_VARIABLES = ("SLURM_GPUS_ON_NODE", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "SLURM_GPUS_PER_NODE", "SLURM_GPUS")
+SLURM_GPU_INDICES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS")  # lists of GPU indices ("0", "0,1"); the others count
 
 
 @dataclass
@@ -39,8 +40,11 @@ def slurm_gpus(environ=os.environ) -> tuple[int, str]:
         value = environ.get(name, "").strip()
         if not value or value.lower() in ("none", "n/a"):
             continue
-        count = value.rsplit(":", 1)[-1].split("(")[0]  # "2", "a100:2", "gpu:a100:2(IDX:0-1)"
-        n = int(count) if count.isdigit() else len([v for v in value.split(",") if v])  # "0,1" lists indices
+        if name in SLURM_GPU_INDICES:
+            n = len([v for v in value.split(",") if v])  # "0" is one GPU, index 0
+        else:
+            count = value.rsplit(":", 1)[-1].split("(")[0]  # "2", "a100:2", "gpu:a100:2(IDX:0-1)"
+            n = int(count) if count.isdigit() else 0
         if n > 0:
             return n, f"{name}={value}"
     return 0, ""
@@ -111,6 +115,18 @@ def sum_across(tensor: torch.Tensor, dist: Dist) -> torch.Tensor:
     if dist.world_size > 1:
         torch.distributed.all_reduce(tensor)
     return tensor
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device` (a host sync on GPUs; nothing on CPU). The training loop
+    syncs only through this and `host_read`, so that a test on CPU sees every sync (tests/test_pretrain.py)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def host_read(tensor: torch.Tensor) -> list:
+    """`tensor`'s values on the host (a sync on GPUs; see `synchronize`)."""
+    return tensor.tolist()
 
 
 def teardown(dist: Dist) -> None:

@@ -44,18 +44,19 @@ def peak_tflops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in device_name), None)
 
 
-def training_flops_per_token(config, sequence_length: float, masked_fraction: float) -> float:
-    """Training FLOPs (forward + backward = 3 x forward) per token of a BertForMaskedLM `config`, for
-    sequences of `sequence_length` tokens with `masked_fraction` of them masked."""
+def training_flops(config, tokens: float, squared_lengths: float, masked: float) -> float:
+    """Training FLOPs (forward + backward = 3 x forward) of a BertForMaskedLM `config` on sequences of
+    `tokens` tokens in all, the sum of their squared lengths `squared_lengths` (attention costs each
+    token its own sequence's length: L^2 per sequence, not the mean length's), `masked` of them masked."""
     d, layers, ffn = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    per_layer = 2 * (4 * d * d + 2 * d * ffn)  # Q, K, V, output projections and the feed-forward, 2 FLOPs/MAC
-    attention = 2 * 2 * sequence_length * d  # QK^T and AV
-    head = 2 * (d * d + d * config.vocab_size) * masked_fraction  # transform + decoder, masked tokens only
-    return 3 * (layers * (per_layer + attention) + head)
+    per_token = layers * 2 * (4 * d * d + 2 * d * ffn)  # Q, K, V, output projections and the feed-forward, 2 FLOPs/MAC
+    attention = layers * 2 * 2 * d  # QK^T and AV, per token per token of its sequence
+    head = 2 * (d * d + d * config.vocab_size)  # transform + decoder, masked tokens only
+    return 3 * (per_token * tokens + attention * squared_lengths + head * masked)
 
 
-def mfu(flops_per_token: float, tokens_per_s: float, devices: int, peak: float | None) -> float | None:
-    """Model FLOPs utilisation in [0, 1] (None without a peak)."""
+def mfu(flops_per_s: float, devices: int, peak: float | None) -> float | None:
+    """Model FLOPs utilisation in [0, 1] (None without a peak TFLOP/s per device)."""
     if not peak:
         return None
-    return flops_per_token * tokens_per_s / (devices * peak * 1e12)
+    return flops_per_s / (devices * peak * 1e12)

@@ -39,7 +39,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from cmgems import distributed, flops, kmers, masking, models, pmi
 from cmgems.atomic import atomic_output, write_json
-from cmgems.batches import MaskedSteps, StepLayout, loader, mask_ids
+from cmgems.batches import STOP_SIGNALS, MaskedSteps, StepLayout, loader, mask_ids, start_workers
 from cmgems.checkpoint import Checkpoints, RunLock, check_same_run
 from cmgems.cli import add_settings, option
 from cmgems.corpus import TrainingSequences, validation_sample
@@ -144,24 +144,23 @@ class Meter:
     def reset(self) -> None:
         self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.masked = self.tokens = self.sequences = 0
+        self.masked = self.tokens = self.squared_lengths = 0
         self.started, self.excluded = time.perf_counter(), 0.0
 
     @contextlib.contextmanager
     def paused(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # what was queued before belongs to training
+        distributed.synchronize(self.device)  # what was queued before belongs to training
         started = time.perf_counter()
         yield
         self.excluded += time.perf_counter() - started
 
     def read(self, dist: Dist) -> dict:
         """Global sums over the interval (one all-reduce, one host sync) and its training seconds."""
-        host = torch.tensor([self.masked, self.tokens, self.sequences], dtype=torch.float64).to(self.device)
+        host = torch.tensor([self.masked, self.tokens, self.squared_lengths], dtype=torch.float64).to(self.device)
         totals = distributed.sum_across(torch.cat([self.loss.view(1), self.correct.double().view(1), host]), dist)
-        loss, correct, masked, tokens, sequences = totals.tolist()
-        return {"loss_sum": loss, "correct": correct, "masked": masked, "tokens": tokens, "sequences": sequences,
-                "seconds": time.perf_counter() - self.started - self.excluded}
+        loss, correct, masked, tokens, squared_lengths = distributed.host_read(totals)
+        return {"loss_sum": loss, "correct": correct, "masked": masked, "tokens": tokens,
+                "squared_lengths": squared_lengths, "seconds": time.perf_counter() - self.started - self.excluded}
 
 
 # ----------------------------------------------------------------------------------------- the run
@@ -300,7 +299,7 @@ class Batches:
     def _start(self):
         r, s = self.run, self.run.s
         dataset = MaskedSteps(r.corpus, r.layout, r.strategy, s.seed, s.k, s.max_positions, r.step + 1, s.max_steps)
-        return iter(loader(dataset, data_workers(s), pin_memory=r.dist.device.type == "cuda"))
+        return start_workers(loader(dataset, data_workers(s), pin_memory=r.dist.device.type == "cuda"))
 
     def next(self) -> dict:
         if self._steps is None:
@@ -309,9 +308,14 @@ class Batches:
         wanted = self.run.strategy.phase(self.run.step + 1)
         if batch["phase"] != wanted:
             log.info("step %d: restarting the data loader for %s masks", self.run.step + 1, wanted)
+            self.close()
             self._steps = self._start()
             batch = next(self._steps)
         return batch
+
+    def close(self) -> None:
+        """Stop the worker processes (the loader's iterator shuts them down when it is released)."""
+        self._steps = None
 
 
 def train_step(run: Run, batch: dict) -> None:
@@ -335,22 +339,21 @@ def train_step(run: Run, batch: dict) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     run.meter.masked += batch["masked_count"]
     run.meter.tokens += batch["tokens"]
-    run.meter.sequences += batch["sequences"]
+    run.meter.squared_lengths += batch["squared_lengths"]
     run.step += 1
 
 
 def interval_metrics(run: Run) -> dict:
     """The training metrics of the steps since the last log (global over processes)."""
     m = run.meter.read(run.dist)
-    tokens_per_s = m["tokens"] / max(m["seconds"], 1e-9)
-    per_token = flops.training_flops_per_token(run.model.config, m["tokens"] / max(m["sequences"], 1),
-                                               m["masked"] / max(m["tokens"], 1))
+    seconds = max(m["seconds"], 1e-9)
+    work = flops.training_flops(run.model.config, m["tokens"], m["squared_lengths"], m["masked"])
     run.totals["tokens"] += m["tokens"]
     run.totals["train_seconds"] += m["seconds"]
-    run.totals["flops"] += per_token * m["tokens"]
+    run.totals["flops"] += work
     return {"loss": m["loss_sum"] / max(m["masked"], 1), "masked_acc": m["correct"] / max(m["masked"], 1),
-            "lr": run.scheduler.get_last_lr()[0], "phase": run.strategy.phase(run.step), "tokens_per_s": tokens_per_s,
-            "mfu": flops.mfu(per_token, tokens_per_s, run.dist.world_size, run.peak)}
+            "lr": run.scheduler.get_last_lr()[0], "phase": run.strategy.phase(run.step),
+            "tokens_per_s": m["tokens"] / seconds, "mfu": flops.mfu(work / seconds, run.dist.world_size, run.peak)}
 
 
 @torch.no_grad()
@@ -374,7 +377,7 @@ def evaluate(run: Run, strategy: masking.Strategy, seed: int, batch_means: bool 
         masked, batches = masked + n, batches + (n > 0)
     run.objective.train()
     counts = torch.tensor([masked, batches], dtype=torch.float64).to(device)
-    loss_sum, correct, mean_sum, masked, batches = distributed.sum_across(torch.cat([sums, counts]), run.dist).tolist()
+    loss_sum, correct, mean_sum, masked, batches = distributed.host_read(distributed.sum_across(torch.cat([sums, counts]), run.dist))
     loss = mean_sum / max(batches, 1) if batch_means else loss_sum / max(masked, 1)
     return loss, math.exp(min(loss, 50.0)), correct / max(masked, 1)
 
@@ -446,17 +449,16 @@ class LogWriter:
 
     def close(self) -> None:
         self.bar.close()
-        self.tensorboard.close()
+        self.tensorboard.close()  # (both may be closed twice)
 
 
 class StopRequest:
-    """SIGTERM, SIGUSR1 or SIGINT ask for a stop at the end of the step (a second SIGINT interrupts)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    """SIGTERM, SIGUSR1 or SIGINT ask for a stop at the end of the step (a second SIGINT interrupts).
+    The data workers ignore them (`batches.start_workers`): this process decides."""
 
     def __init__(self):
         self.signum = 0
-        for sig in self.SIGNALS:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
@@ -499,13 +501,13 @@ def finish(run: Run, writer: LogWriter | None) -> dict:
         "final_val_ppl": float(evaluated[-1]["val_ppl"]) if evaluated else None,
         "final_ref_val_ppl": float(evaluated[-1]["ref_val_ppl"]) if evaluated else None,
         "switch_step": run.strategy.switch_step,
-        "world_size": run.dist.world_size, "micro_batch": s.batch_size, "accumulation": run.layout.accumulation,
+        "world_size": run.dist.world_size, "micro_batch": s.batch_size,
+        "accumulation": max(len(run.layout.sizes(r)) for r in range(run.dist.world_size)),
         "sequences_per_step": s.sequences_per_step,
         "device": torch.cuda.get_device_name(run.dist.device) if run.dist.device.type == "cuda" else "cpu",
         "tokens_per_s": run.totals["tokens"] / max(seconds, 1e-9), "train_seconds": seconds,
         "model_tflops_per_s": run.totals["flops"] / max(seconds, 1e-9) / 1e12, "peak_tflops": run.peak,
-        "mfu": flops.mfu(run.totals["flops"] / max(run.totals["tokens"], 1), run.totals["tokens"] / max(seconds, 1e-9),
-                         run.dist.world_size, run.peak),
+        "mfu": flops.mfu(run.totals["flops"] / max(seconds, 1e-9), run.dist.world_size, run.peak),
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "settings": asdict(s),
     }
@@ -517,9 +519,11 @@ def announce(run: Run) -> None:
     """The main process logs what the run is: its steps, how a step is split, its parameters."""
     s, dist = run.s, run.dist
     if dist.main:
-        log.info("%s/%s: %d steps x %d sequences (%d per process x %d accumulation x %d processes), %d parameters",
-                 s.model, s.masking, s.max_steps, s.sequences_per_step, s.batch_size, run.layout.accumulation,
-                 dist.world_size, sum(p.numel() for p in run.model.parameters()))
+        shares = sorted({run.layout.share(r) for r in range(dist.world_size)})
+        log.info("%s/%s: %d steps x %d sequences (%s per process x %d processes; micro-batches: %d of at most %d), "
+                 "%d parameters", s.model, s.masking, s.max_steps, s.sequences_per_step,
+                 " or ".join(map(str, shares)), dist.world_size, run.layout.accumulation, s.batch_size,
+                 sum(p.numel() for p in run.model.parameters()))
 
 
 def log_and_validate(run: Run, writer: LogWriter | None) -> None:
@@ -540,14 +544,17 @@ def log_and_validate(run: Run, writer: LogWriter | None) -> None:
 
 def checkpoint_or_stop(run: Run, stop: StopRequest) -> None:
     """Save milestones and checkpoints when due; when any process was asked to stop, all checkpoint
-    this step and exit with 128 + the signal."""
+    this step and exit with 128 + the signal. Steps that save nothing do not wait for the device."""
     s, dist = run.s, run.dist
     stopping = distributed.any_rank(stop.signum != 0, dist)
-    with run.meter.paused():
-        if dist.main and run.step in s.milestones and run.step != s.max_steps:
-            save_model(run, Path(s.out) / f"step-{run.step}")
-        if stopping or run.step % s.save_every == 0 or run.step == s.max_steps:
-            save_checkpoint(run)
+    milestone = dist.main and run.step in s.milestones and run.step != s.max_steps
+    checkpoint = stopping or run.step % s.save_every == 0 or run.step == s.max_steps
+    if milestone or checkpoint:
+        with run.meter.paused():
+            if milestone:
+                save_model(run, Path(s.out) / f"step-{run.step}")
+            if checkpoint:
+                save_checkpoint(run)
     if stopping:
         signum = max(distributed.gather(stop.signum, dist))
         if dist.main:
@@ -557,14 +564,16 @@ def checkpoint_or_stop(run: Run, stop: StopRequest) -> None:
 
 def train(s: Settings) -> dict:
     """Run (or resume) one pretraining run; returns the summary written to `out/summary.json`."""
+    stop = StopRequest()  # from the start: a stop signal never kills a process mid-write
     dist = distributed.setup(s.gpus)
     if s.threads:
         torch.set_num_threads(s.threads)
     try:
-        with run_folder_lock(Path(s.out), dist):
+        with run_folder_lock(Path(s.out), dist), contextlib.ExitStack() as cleanup:
             run = build(s, dist)
             resume(run)
-            stop, writer, batches = StopRequest(), LogWriter(run) if dist.main else None, Batches(run)
+            batches = cleanup.enter_context(contextlib.closing(Batches(run)))
+            writer = cleanup.enter_context(contextlib.closing(LogWriter(run))) if dist.main else None
             announce(run)
             run.meter.reset()
             while run.step < s.max_steps:

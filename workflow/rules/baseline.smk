@@ -21,8 +21,9 @@ for name, runs in BASELINE_GUE_PACKS.items():
             spec=lambda w, name=name, runs=runs: pack_spec(
                 name, "gue.pack_runs", [baseline_gue_run(run) for run in runs]
             ),
+            gpus=gpus_per_node(BASELINE_RESOURCES),
         shell:
-            "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"
+            "python -m cmgems.cli --gpus {params.gpus} baseline --pack {params.spec:q} > {log:q} 2>&1"
 
 
 for name, runs in FEWSHOT_PACKS.items():
@@ -49,5 +50,6 @@ for name, runs in FEWSHOT_PACKS.items():
                 "fewshot.pack_runs",
                 [baseline_fewshot_run(run) for run in runs],
             ),
+            gpus=gpus_per_node(BASELINE_RESOURCES),
         shell:
-            "python -m cmgems.cli baseline --pack {params.spec:q} > {log:q} 2>&1"
+            "python -m cmgems.cli --gpus {params.gpus} baseline --pack {params.spec:q} > {log:q} 2>&1"

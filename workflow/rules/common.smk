@@ -56,52 +56,102 @@ def pmi_contigs(genome):
 
 
 # ---------------------------------------------------------------------------- resources
-def stage_resources(section, **fallback):
-    """Resources for a stage: workflow defaults, then the stage's own from config."""
+GRES_GPU = re.compile(r"gpu(?::[A-Za-z0-9_.-]+)?:([1-9][0-9]*)")  # gpu:K or gpu:TYPE:K
+CPUS_PER_GPU_PROCESS = (
+    4  # a training process and its data workers (cmgems.pretrain.data_workers)
+)
+
+
+def stage_resources(key, section, **fallback):
+    """Resources for a stage: workflow defaults, then the stage's own from config (`key`.resources).
+    GPUs are asked for one way: `gpu: N` (per job) or `gres: gpu:K` (per node), not both.
+    """
     merged = dict(fallback)
-    merged.update(config.get("resources", {}).get("default", {}))
-    merged.update(section.get("resources", {}))
+    default, own = config.get("resources", {}).get("default", {}), section.get(
+        "resources", {}
+    )
+    merged.update(default)
+    merged.update(own)
+    where = lambda name: (
+        f"{key}.resources.{name}" if name in own else f"resources.default.{name}"
+    )
+    gres = merged.get("gres")
+    if gres is not None and not GRES_GPU.fullmatch(gres):
+        raise ConfigError(
+            f"{where('gres')}: {gres!r} is not a GPU request gpu:K or gpu:TYPE:K (GPUs per node); "
+            "cmgems asks for no other generic resource"
+        )
+    if gres is not None and merged.get("gpu"):
+        raise ConfigError(
+            f"{where('gpu')} ({merged['gpu']}) and {where('gres')} ({gres!r}) both ask for GPUs (a layered "
+            "config keeps both keys): use gpu: N for a one-node job, or gres: gpu:K per node with gpu: 0"
+        )
     if not merged.get("gpu"):
         merged.pop("gpu_model", None)  # the plugin would ask for --gpus=model:0
     return merged
 
 
+def gpus_per_node(resources):
+    """GPUs a job of `resources` asks for on each of its nodes (0: none)."""
+    gres = GRES_GPU.fullmatch(resources.get("gres") or "")
+    return int(gres.group(1)) if gres else resources.get("gpu", 0)
+
+
+def asks_gpu(resources):
+    return gpus_per_node(resources) > 0
+
+
+def torch_env(resources):
+    """The conda env of a torch rule: a pinned CUDA build of torch where the rule asks for GPUs (solving
+    it where conda sees no driver fails instead of silently giving a CPU build), else the CPU build.
+    """
+    return (
+        "../../envs/torch-cuda.yaml" if asks_gpu(resources) else "../../envs/torch.yaml"
+    )
+
+
 PRETRAIN_RESOURCES = stage_resources(
-    PRE, gpu=0, nodes=1, cpus_per_task=2, mem_mb=8000, runtime=60
+    "pretrain", PRE, gpu=0, nodes=1, cpus_per_task=2, mem_mb=8000, runtime=60
 )
-GUE_RESOURCES = stage_resources(GUE, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=60)
+GUE_RESOURCES = stage_resources(
+    "gue", GUE, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=60
+)
 FEWSHOT_RESOURCES = stage_resources(
-    FEW, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=30
+    "fewshot", FEW, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=30
 )
 
 
 # ----------------------------------------------------------------------------- pretraining
-def pretrain_processes():
-    """Training processes of a pretraining job: its GPUs (`gpu`, or per-node `gres` "gpu:K" x nodes),
-    or one process without GPUs."""
-    if PRETRAIN_RESOURCES.get("gpu"):
-        return PRETRAIN_RESOURCES["gpu"]
-    gres = PRETRAIN_RESOURCES.get("gres", "")
-    if gres.startswith("gpu"):
-        return int(gres.rsplit(":", 1)[-1]) * PRETRAIN_RESOURCES.get("nodes", 1)
-    return 1
+def pretrain_processes_per_node():
+    """Training processes on each node of a pretraining job: one per GPU, or
+    `pretrain.processes_per_node` (gloo) without GPUs."""
+    return gpus_per_node(PRETRAIN_RESOURCES) or PRE["processes_per_node"]
 
 
-def check_pretrain_layout():
-    """Fail at DAG build time when a step's sequences cannot be split evenly over the processes."""
-    recipe = PRE.get("recipe", {})
-    per_step = recipe.get("sequences_per_step", 250)
-    micro = recipe.get("batch_size", 10)
-    processes = pretrain_processes()
-    if per_step % (micro * processes):
+def check_pretrain_resources():
+    """Fail at DAG build time when a pretraining job cannot run as requested."""
+    res, nodes = PRETRAIN_RESOURCES, PRETRAIN_RESOURCES["nodes"]
+    if nodes > 1 and res.get("gpu"):
         raise ConfigError(
-            f"pretrain.recipe.sequences_per_step ({per_step}) must be a multiple of "
-            f"pretrain.recipe.batch_size ({micro}) x the job's {processes} GPU process(es) "
-            f"(pretrain.resources): choose a batch_size or GPU count that divides it"
+            f"pretrain.resources: gpu ({res['gpu']}) with nodes ({nodes}): SLURM gives gpu: N per job, all on "
+            f"the first node here; ask per node instead: gres: 'gpu:K' and gpu: 0"
+        )
+    processes = pretrain_processes_per_node()
+    per_step = PRE.get("recipe", {}).get("sequences_per_step", 250)
+    if per_step < processes * nodes:
+        raise ConfigError(
+            f"pretrain.recipe.sequences_per_step ({per_step}) is fewer than the job's {processes * nodes} "
+            "training processes (pretrain.resources): each needs at least one sequence per step"
+        )
+    if asks_gpu(res) and res["cpus_per_task"] < CPUS_PER_GPU_PROCESS * processes:
+        raise ConfigError(
+            f"pretrain.resources.cpus_per_task ({res['cpus_per_task']}) gives each of the {processes} GPU "
+            f"processes per node fewer than {CPUS_PER_GPU_PROCESS} CPUs (the process and its data workers): "
+            f"ask for cpus_per_task: {CPUS_PER_GPU_PROCESS * processes} or more"
         )
 
 
-check_pretrain_layout()
+check_pretrain_resources()
 
 
 def pretrain_inputs(wildcards):
@@ -323,7 +373,9 @@ BASELINE_GUE_PACKS = gue_packs(
 FEWSHOT_PACKS = packs_of(
     grouped(GRID.fewshot_runs(), lambda r: r.task), FEW["pack_runs"]
 )
-BASELINE_RESOURCES = stage_resources({}, cpus_per_task=1, mem_mb=4000, runtime=10)
+BASELINE_RESOURCES = stage_resources(
+    "baseline", {}, cpus_per_task=1, mem_mb=4000, runtime=10
+)
 
 
 def pack_outputs(model, runs):
@@ -446,11 +498,6 @@ def baseline_fewshot_run(run):
     )
 
 
-def asks_gpu(resources):
-    gres = str(resources.get("gres", ""))
-    return bool(resources.get("gpu")) or gres.startswith("gpu")
-
-
 def cluster_jobs():
     """Cluster jobs of the whole grid: {stage: (jobs, asks for GPUs)} (local rules excluded)."""
     models = len(GRID.models())
@@ -480,9 +527,14 @@ def jobs_summary():
     totals = {
         gpu: sum(n for n, g in jobs.values() if g == gpu) for gpu in (True, False)
     }
+    env = (
+        "; its GPU jobs' conda env (--use-conda) is envs/torch-cuda.yaml (a CUDA build of torch)"
+        if totals[True]
+        else ""
+    )
     return (
         f"cmgems: the whole grid is {totals[True]} GPU jobs ({', '.join(parts[True]) or 'none'}) "
-        f"and {totals[False]} CPU jobs ({', '.join(parts[False])}) on a cluster; "
+        f"and {totals[False]} CPU jobs ({', '.join(parts[False])}) on a cluster{env}; "
         "Snakemake's job stats count those still to run"
     )
 

@@ -14,7 +14,7 @@ for name, runs in GUE_PACKS.items():
         benchmark:
             f"benchmarks/out/{{genome}}/gue/{{model}}/{{masking}}/{{steps}}/pack_{name}.tsv"
         conda:
-            "../../envs/torch.yaml"
+            torch_env(GUE_RESOURCES)
         threads: GUE["threads"]
         resources:
             **pack_resources(GUE_RESOURCES, runs),
@@ -22,8 +22,9 @@ for name, runs in GUE_PACKS.items():
             spec=lambda w, input, name=name, runs=runs: pack_spec(
                 name, "gue.pack_runs", [gue_run(w, input.model, run) for run in runs]
             ),
+            gpus=gpus_per_node(GUE_RESOURCES),
         shell:
-            "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
+            "python -m cmgems.cli --gpus {params.gpus} finetune --pack {params.spec:q} > {log:q} 2>&1"
 
 
 for name, runs in FEWSHOT_PACKS.items():
@@ -41,7 +42,7 @@ for name, runs in FEWSHOT_PACKS.items():
         benchmark:
             f"benchmarks/out/{{genome}}/fewshot/{{model}}/{{masking}}/{{steps}}/pack_{name}.tsv"
         conda:
-            "../../envs/torch.yaml"
+            torch_env(FEWSHOT_RESOURCES)
         threads: FEW["threads"]
         resources:
             **pack_resources(FEWSHOT_RESOURCES, runs),
@@ -51,5 +52,6 @@ for name, runs in FEWSHOT_PACKS.items():
                 "fewshot.pack_runs",
                 [fewshot_run(w, input.model, run) for run in runs],
             ),
+            gpus=gpus_per_node(FEWSHOT_RESOURCES),
         shell:
-            "python -m cmgems.cli finetune --pack {params.spec:q} > {log:q} 2>&1"
+            "python -m cmgems.cli --gpus {params.gpus} finetune --pack {params.spec:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule pretrain:
     benchmark:
         "benchmarks/out/{genome}/pretrain/{model}/{masking}/{steps}.tsv"
     conda:
-        "../../envs/torch.yaml"
+        torch_env(PRETRAIN_RESOURCES)
     threads: PRETRAIN_RESOURCES["cpus_per_task"]
     resources:
         **PRETRAIN_RESOURCES,
@@ -35,8 +35,12 @@ rule pretrain:
         positions=config["max_positions"],
         seed=PRE["seed"],
         gpus=PRETRAIN_RESOURCES.get("gpu", 0),
+        processes=pretrain_processes_per_node(),
+        shutdown=PRE["shutdown_timeout"],
     shell:
-        "CMGEMS_NODES={resources.nodes} bash {params.launch:q} pretrain "
+        "CMGEMS_NODES={resources.nodes} CMGEMS_PROCS_PER_NODE={params.processes} "
+        "CMGEMS_CPUS_PER_TASK={resources.cpus_per_task} CMGEMS_SHUTDOWN_TIMEOUT={params.shutdown} "
+        "bash {params.launch:q} pretrain "
         "--corpus {input.corpus:q} --pmi {input.pmi:q} --tokenizer {input.tokenizer:q} "
         "--out {params.run:q} --model {wildcards.model} --masking {wildcards.masking} "
         "--masking-options {params.options:q} --max-steps {wildcards.steps} --k {params.k} "
