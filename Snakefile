@@ -27,3 +27,4 @@ rule all:
     default_target: True
     input:
         report_outputs(),
+        all_run_outputs(),

@@ -328,6 +328,17 @@ def report_outputs():
     ]
 
 
+def all_run_outputs():
+    """Every file of every run the grid declares (models, pretraining records, evaluation runs), as
+    targets of `rule all`: a deleted one is made again by the next `snakemake`, and the report after it.
+    (Behind an up-to-date report alone, Snakemake would not look at them.)"""
+    files = [model.checkpoint() for model in GRID.pretrained]
+    files += [
+        f"{run.folder()}/{name}" for run in GRID.runs() for name in layout.RUN_FILES
+    ]
+    return files + report_inputs()
+
+
 # ------------------------------------------------------------------------ packed evaluation
 # One cluster job per pack of runs (cmgems.packs; README, "Evaluation on a cluster"): GUE tasks by
 # task group and few-shot runs by dataset, each split into packs of at most `pack_runs`, for every

@@ -1,4 +1,6 @@
 # `cmgems finetune`: GUE and few-shot fine-tuning of each evaluated model, one job per pack of runs.
+# A pack's spec (every setting of its runs) is a params function of the wildcards only, so that
+# Snakemake's params trigger sees it: a changed setting reruns exactly the packs it changes.
 for name, runs in GUE_PACKS.items():
 
     rule:
@@ -19,8 +21,8 @@ for name, runs in GUE_PACKS.items():
         resources:
             **pack_resources(GUE_RESOURCES, runs),
         params:
-            spec=lambda w, input, name=name, runs=runs: pack_spec(
-                name, "gue.pack_runs", [gue_run(w, input.model, run) for run in runs]
+            spec=lambda w, name=name, runs=runs: pack_spec(
+                name, "gue.pack_runs", [gue_run(w, model_dir(w), run) for run in runs]
             ),
             gpus=gpus_per_node(GUE_RESOURCES),
         shell:
@@ -47,10 +49,10 @@ for name, runs in FEWSHOT_PACKS.items():
         resources:
             **pack_resources(FEWSHOT_RESOURCES, runs),
         params:
-            spec=lambda w, input, name=name, runs=runs: pack_spec(
+            spec=lambda w, name=name, runs=runs: pack_spec(
                 name,
                 "fewshot.pack_runs",
-                [fewshot_run(w, input.model, run) for run in runs],
+                [fewshot_run(w, model_dir(w), run) for run in runs],
             ),
             gpus=gpus_per_node(FEWSHOT_RESOURCES),
         shell:
