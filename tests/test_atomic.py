@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cmgems.atomic import OWNED, atomic_output, merged_output, owned_files
+from cmgems.atomic import OWNED, atomic_output, merged_output, open_unfollowed, owned_files
 from cmgems.errors import CmgemsError
 
 
@@ -143,3 +143,29 @@ def test_merge_clash_is_refused_before_anything_moves(tmp_path, existing, messag
     with pytest.raises(CmgemsError, match=message):
         merge(root, {"a/b.csv": "new", "prom/t/train.csv": "new"})
     assert tree(tmp_path) == before
+
+
+def test_merge_into_a_linked_folder_is_refused(tmp_path):
+    """A link where a folder of the output goes would move files out of the output folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "GUE"
+    root.mkdir()
+    (root / "prom").symlink_to(outside)
+    with pytest.raises(CmgemsError, match="GUE/prom: is in the way of prom/t/train.csv"):
+        merge(root, {"prom/t/train.csv": "new"})
+    assert list(outside.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------- open_unfollowed
+@pytest.mark.parametrize("mode", ["w", "a", "a+"])
+def test_a_file_written_in_place_is_never_written_through_a_link(tmp_path, mode):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("someone else's")
+    (tmp_path / "log.csv").symlink_to(outside)
+    with pytest.raises(CmgemsError, match=r"log.csv: is a symbolic link; cmgems writes this file itself"):
+        open_unfollowed(tmp_path / "log.csv", mode)
+    assert outside.read_text() == "someone else's"
+    with open_unfollowed(tmp_path / "own.csv", mode) as f:
+        f.write("a,b\n")
+    assert (tmp_path / "own.csv").read_text() == "a,b\n"

@@ -11,17 +11,23 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import json
 import random
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pysam
 import pytest
 
 from cmgems import baseline, cli, genome, gue
+from cmgems.download import git_blob_sha1
+from cmgems import corpus, kmers, models, pmi
 from cmgems.errors import CmgemsError
 from cmgems.finetune import Settings, finetune
 from cmgems.labelled import write_labelled
@@ -416,3 +422,238 @@ def test_cli_arguments(tmp_path, monkeypatch, capsys, argv, status, error):
     err = capsys.readouterr().err
     assert code == status and re.search(error, err, re.M), err
     assert "Traceback" not in err and snapshot(tmp_path) == before
+
+
+# ------------------------------------------------- pretraining inputs: PMI tables, corpus shards, models
+def pmi_table(ngrams: list[str], ranks: list[int]) -> Callable[[Path], dict]:
+    """A PMI table of `ngrams` (n from their length) and `ranks` (the columns token_ranks reads)."""
+    def make(tmp: Path) -> dict:
+        n = pa.array([len(g) for g in ngrams], pa.int8())
+        pq.write_table(pa.table({"ngram": pa.array(ngrams, pa.string()), "n": n, "rank": pa.array(ranks, pa.int64())}),
+                       tmp / "pmi.parquet")
+        return {"path": tmp / "pmi.parquet"}
+    return make
+
+
+SIXMERS = kmers.vocabulary(6)[kmers.NUM_SPECIAL :]
+PMI_TABLES = table(
+    Case("no-row-left-by-min-count", pmi_table([], []), r"pmi.parquet: every 6-mer has the same rank \(0 6-mer\(s\) in the "
+         r"table\), so PMI-guided masking would be random masking; lower pmi.min_count"),
+    Case("only-other-n", pmi_table(["ACGTA", "TTTTT"], [1, 2]), r"every 6-mer has the same rank \(0 6-mer\(s\)"),
+    Case("every-kmer-tied", pmi_table(SIXMERS, [1] * len(SIXMERS)), r"every 6-mer has the same rank \(4096 6-mer\(s\)"),
+)
+
+
+@PMI_TABLES
+def test_pmi_ranks(tmp_path, case):
+    """genemask, global_pmi and cm_gems (pretrain's token_ranks) refuse a table that ranks nothing."""
+    user_files(tmp_path)
+    args = case.make(tmp_path)
+    assert_refused(tmp_path, lambda: pmi.token_ranks(args["path"], 6), case, args)
+
+
+def validation_shard(data: Callable[[bytes], bytes]) -> Callable[[Path], dict]:
+    """A corpus whose validation shard is `data(good shard bytes)`."""
+    def make(tmp: Path) -> dict:
+        shard = tmp / "corpus" / "validation" / "chr1.parquet"
+        shard.parent.mkdir(parents=True)
+        table = pa.table({"contig": ["chr1"] * 40, "start": list(range(40)), "end": list(range(1, 41)),
+                          "sequence": pa.array([b"ACGTACGTAC"] * 40, pa.binary())})
+        pq.write_table(table, shard, row_group_size=10)
+        shard.write_bytes(data(shard.read_bytes()))
+        return {"path": shard, "corpus": tmp / "corpus"}
+    return make
+
+
+SHARDS = table(
+    Case("not-parquet", validation_shard(lambda good: b"garbage" * 100), r"chr1.parquet: cannot read this validation shard "
+         r"\(.*\); the corpus is damaged: delete .*corpus and rerun the workflow"),
+    Case("truncated", validation_shard(lambda good: good[: len(good) // 2]), r"chr1.parquet: cannot read this validation shard"),
+    Case("empty-file", validation_shard(lambda good: b""), r"chr1.parquet: cannot read this validation shard"),
+)
+
+
+@SHARDS
+def test_validation_shards(tmp_path, case):
+    user_files(tmp_path)
+    args = case.make(tmp_path)
+    assert_refused(tmp_path, lambda: corpus.validation_sample(args["corpus"], 40, 0), case, args)
+
+
+def model_folder(change: Callable[[Path], Path]) -> Callable[[Path], dict]:
+    """A copy of the tiny 6-mer model folder (the fixture's, in "tiny") altered by `change`, which returns the file at fault."""
+    def make(tmp: Path, tiny: Path) -> dict:
+        folder = tmp / "model"
+        shutil.copytree(tiny, folder)
+        return {"model": folder, "path": change(folder)}
+    return make
+
+
+def vocab_size(folder: Path, size: int) -> Path:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": size}))
+    return folder / "config.json"
+
+
+MODEL_FOLDERS = table(
+    Case("kmer-json-k-not-the-vocabulary", model_folder(lambda f: put(f / "kmer.json", '{"k": 4}')),
+         r"kmer.json says k=4, but .*config.json: vocab_size 4101 is the vocabulary of 6-mers; write \{\"k\": 6\} to"),
+    Case("no-kmer-json-vocabulary-of-3mers", model_folder(lambda f: (f / "kmer.json").unlink() or vocab_size(f, 69)),
+         r"model has no kmer.json, so k=6 \(DNABERT's\) is assumed, but .*config.json: vocab_size 69 is the vocabulary of "
+         r"3-mers; write \{\"k\": 3\} to .*model/kmer.json"),
+    Case("vocabulary-of-no-k", model_folder(lambda f: vocab_size(f, 4096)),
+         r"config.json: vocab_size 4096 is no k-mer vocabulary \(5 \+ 4\^k tokens"),
+)
+
+
+@MODEL_FOLDERS
+def test_model_folders(tmp_path, tiny_model, case):
+    """An external model whose k does not match its vocabulary is refused before any training."""
+    user_files(tmp_path)
+    args = case.make(tmp_path, tiny_model)
+    put(tmp_path / "t.csv", "sequence,label\nACGTACGT,0\nTTGGCCAA,1\n")
+    settings = Settings(model=str(args["model"]), train=str(tmp_path / "t.csv"), test=str(tmp_path / "t.csv"),
+                        out=str(tmp_path / "run"), max_length=20)
+    assert_refused(tmp_path, lambda: finetune(settings), case, args)
+
+
+class NotATensor:
+    """Pickled into a .bin: torch.load(weights_only=True) refuses it."""
+
+
+def test_a_pickled_bin_model_is_refused_without_suggesting_weights_only_false(tmp_path, tiny_model):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    user_files(tmp_path)
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    weights = {**load_file(folder / "model.safetensors"), "extra": NotATensor()}
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    case = Case("pickled-bin", lambda t: {}, r"model: its weights file is a pickle of more than tensors \(it holds "
+                r".*NotATensor\), which cmgems does not load; the model must be safetensors .*weights_only=True$")
+    assert_refused(tmp_path, lambda: models.from_pretrained(AutoModelForSequenceClassification, folder), case, {"path": folder})
+    with pytest.raises(CmgemsError) as err:
+        models.from_pretrained(AutoModelForSequenceClassification, folder)
+    assert "weights_only=False" not in str(err.value)
+    from cmgems.finetune import Pretrained
+
+    with pytest.raises(CmgemsError, match="pickle of more than tensors") as err:  # fine-tuning loads it so
+        Pretrained(folder)
+    assert "weights_only=False" not in str(err.value)
+
+
+PRETRAIN_CLI = [
+    ("betas-above-1", ["--betas", "0.9", "1.5"], r"--betas must be two numbers in \[0, 1\) \(AdamW's decay rates\), got \[0.9, 1.5\]"),
+    ("betas-negative", ["--betas", "-0.1", "0.98"], r"--betas must be two numbers in \[0, 1\)"),
+    ("beta-1", ["--betas", "0.9", "1"], r"--betas must be two numbers in \[0, 1\)"),
+    ("seed-beyond-2^63", ["--seed", str(2**63)], r"--seed must be in \[0, 2\^63\), got 9223372036854775808"),
+    ("seed-beyond-2^64", ["--seed", str(2**64 + 1)], r"--seed must be in \[0, 2\^63\)"),
+    ("seed-negative", ["--seed", "-1"], r"--seed must be in \[0, 2\^63\), got -1"),
+]
+
+
+@pytest.mark.parametrize("argv, error", [c[1:] for c in PRETRAIN_CLI], ids=[c[0] for c in PRETRAIN_CLI])
+def test_pretrain_arguments(tmp_path, monkeypatch, capsys, argv, error):
+    """Refused before the run folder is made (or the corpus read)."""
+    monkeypatch.chdir(tmp_path)
+    user_files(tmp_path)
+    before = snapshot(tmp_path)
+    assert cli.main(["pretrain", "--corpus", "corpus", "--out", "run", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cmgems pretrain: error: ") and re.search(error, err), err
+    assert "Traceback" not in err and snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------ evaluation sets of one class (finetune, baseline)
+ONE_CLASS = "every row has label {}; an evaluation set needs at least 2 classes"
+EVALUATION_SETS = table(
+    Case("test-single-class", label_sets(train=[0, 1, 0, 1], test=[1, 1], fault="test"), ONE_CLASS.format(1)),
+    Case("test-single-class-0", label_sets(train=[0, 1, 0, 1], test=[0, 0, 0], fault="test"), ONE_CLASS.format(0)),
+    Case("test-one-row", label_sets(train=[0, 1, 0, 1], test=[1], fault="test"), ONE_CLASS.format(1)),
+    Case("test-single-class-of-three", label_sets(train=[0, 1, 2, 0], test=[2, 2], fault="test"), ONE_CLASS.format(2)),
+    Case("dev-single-class", label_sets(train=[0, 1, 0, 1], dev=[0, 0], test=[0, 1], fault="dev"), ONE_CLASS.format(0)),
+    Case("dev-one-row", label_sets(train=[0, 1, 0, 1], dev=[1], test=[0, 1], fault="dev"), ONE_CLASS.format(1)),
+)
+
+
+def never(*args, **kwargs):
+    raise AssertionError("trained although an evaluation set has one class")
+
+
+@EVALUATION_SETS
+@pytest.mark.parametrize("stage", [run_finetune, run_baseline], ids=["finetune", "baseline"])
+def test_evaluation_sets_of_one_class_are_refused_before_training(tmp_path, tiny_model, monkeypatch, stage, case):
+    """A test or dev set of one class scores MCC 0 whatever the model learnt: refused, naming the
+    file, before any training."""
+    monkeypatch.setattr("cmgems.finetune.train_model", never)
+    monkeypatch.setattr("cmgems.baseline.fit", never)
+    user_files(tmp_path)
+    args = case.make(tmp_path)
+    assert_refused(tmp_path, lambda: stage(args, tiny_model, tmp_path / "run"), case, args)
+
+
+# ------------------------------------------------------------ downloads: genome and few-shot files
+def served(tmp: Path) -> dict:
+    """A FASTA served from a file:// URL, with its md5 and git blob SHA-1."""
+    path = put(tmp / "served" / "g.fa", GOOD_FASTA)
+    return {"url": path.as_uri(), "md5": hashlib.md5(path.read_bytes()).hexdigest(), "sha1": git_blob_sha1(path)}
+
+
+DOWNLOAD = table(
+    Case("out-is-a-folder", lambda t: served(t) | {"out": (t / "g.fa.gz").mkdir() or t / "g.fa.gz"}, r"g.fa.gz: is a folder, expected a file path", "out"),
+    Case("out-is-a-folder-of-files", lambda t: served(t) | {"out": put(t / "g.fa.gz" / "mine.txt", "mine").parent},
+         r"g.fa.gz: is a folder, expected a file path", "out"),
+    Case("out-empty", lambda t: served(t) | {"out": ""}, r"the output path is empty \(it would mean the working directory\)", None),
+    Case("out-below-a-file", lambda t: served(t) | {"out": t / "NOTES.md" / "g.fa.gz"}, r"NOTES.md: is a file, so .* cannot be written", "out"),
+)
+
+
+@DOWNLOAD
+@pytest.mark.parametrize("stage", [("genome", "download", "--md5"), ("fewshot", "fetch", "--sha1")], ids=["genome", "fewshot"])
+def test_downloads(tmp_path, monkeypatch, capsys, stage, case):
+    """Refused before anything is fetched (the .part file included), through the CLI the rules run."""
+    monkeypatch.chdir(tmp_path)
+    user_files(tmp_path)
+    args = case.make(tmp_path)
+    before = snapshot(tmp_path)
+    checksum = args[stage[2].lstrip("-")]
+    assert cli.main([*stage[:2], "--url", args["url"], stage[2], checksum, "--out", str(args["out"])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"cmgems {stage[0]}: error: ") and re.search(case.error, err), err
+    assert case.names is None or str(args[case.names]) in err
+    assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------- empty paths (CLI arguments)
+EMPTY_PATHS = [
+    ("contigs-fasta", ["genome", "contigs", "--fasta", "", "--out-dir", "o"], r"cmgems genome: error: the FASTA path is empty"),
+    ("contigs-out-dir", ["genome", "contigs", "--fasta", "g.fa", "--out-dir", ""], r"cmgems genome: error: the output folder path is empty"),
+    ("sample-pool", ["fewshot", "sample", "--pool", "", "--shots", "1", "--seed", "1", "--out", "o.csv"], r"the pool path is empty"),
+    ("sample-out", ["fewshot", "sample", "--pool", "t.csv", "--shots", "1", "--seed", "1", "--out", ""], r"the output path is empty"),
+    ("pooled-file", ["fewshot", "pooled", "--file", "", "--shots", "1", "--run", "0", "--out", "o.csv"], r"the pooled file path is empty"),
+    ("pooled-out", ["fewshot", "pooled", "--file", "t.csv", "--shots", "1", "--run", "0", "--out", ""], r"the output path is empty"),
+]
+
+
+@pytest.mark.parametrize("argv, error", [c[1:] for c in EMPTY_PATHS], ids=[c[0] for c in EMPTY_PATHS])
+def test_empty_paths(tmp_path, monkeypatch, capsys, argv, error):
+    """An empty path is refused by name, not read as the working directory ('.')."""
+    test_cli_arguments(tmp_path, monkeypatch, capsys, argv, 1, error)
+
+
+# ---------------------------------------------------------------- FASTA: byte-order marks elsewhere
+# A UTF-8 byte-order mark before the first header is skipped (tests/test_genome.py); anywhere else it
+# is a byte that no FASTA line holds, and UTF-16 is not ASCII text.
+GENOME_BOM = table(
+    Case("bom-before-a-later-header", fasta(b">chr1\nACGT\n\xef\xbb\xbf>chr2\nACGT\n"), r"g.fa, line 3 \(contig chr1\): byte b'\\xef' in a sequence line"),
+    Case("bom-twice", fasta(b"\xef\xbb\xbf\xef\xbb\xbf>chr1\nACGT\n"), r"g.fa, line 1: expected a '>' header line"),
+    Case("utf-16", fasta(GOOD_FASTA.encode("utf-16")), r"g.fa, line 1: expected a '>' header line"),
+)
+
+
+@GENOME_BOM
+def test_genome_byte_order_marks(tmp_path, case):
+    test_genome_contigs(tmp_path, case)

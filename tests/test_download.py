@@ -141,6 +141,18 @@ def test_download_arguments_are_checked_first(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_download_output_is_checked_before_the_download(tmp_path):
+    """An output path that is a folder, or empty, is refused before anything is fetched: the error is
+    about the path, although the URL would fail too."""
+    absent = (tmp_path / "absent.bin").as_uri()
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CmgemsError, match="folder: is a folder, expected a file path"):
+        download(absent, MD5, PAYLOAD_MD5, tmp_path / "folder")
+    with pytest.raises(CmgemsError, match=r"the output path is empty \(it would mean the working directory\)"):
+        download(absent, MD5, PAYLOAD_MD5, "")
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"] and not any((tmp_path / "folder").iterdir())
+
+
 # ---------------------------------------------------------------------------------------- git blobs
 
 

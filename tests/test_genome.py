@@ -224,6 +224,24 @@ def test_contig_names_that_cannot_be_file_names(tmp_path, capsys, name):
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside the output folder or outside it
 
 
+@pytest.mark.parametrize("compression", [None, "gzip", "bgzf"])
+def test_a_byte_order_mark_before_the_first_header_is_skipped(tmp_path, compression):
+    """A UTF-8 byte-order mark (some Windows editors write one) gives the contigs the file gives
+    without it, as labelled files accept one; plain, gzip and BGZF alike."""
+    plain = write_fasta(tmp_path / "plain.fa", RECORDS)
+    text, marked = genome.UTF8_BOM + plain.read_bytes(), tmp_path / "marked.fa.gz"
+    if compression == "bgzf":
+        (tmp_path / "marked.plain").write_bytes(text)
+        pysam.tabix_compress(str(tmp_path / "marked.plain"), str(marked))
+    else:
+        marked.write_bytes(gzip.compress(text) if compression else text)
+    expected = genome.write_contigs(plain, None, tmp_path / "expected")
+    got = genome.write_contigs(marked, None, tmp_path / "got")
+    assert got["contigs"] == expected["contigs"]
+    for name in expected["contigs"]:
+        assert rows(tmp_path / "got" / f"{name}.parquet") == rows(tmp_path / "expected" / f"{name}.parquet")
+
+
 def test_output_paths_and_file_system_errors_are_one_line(tmp_path, capsys):
     fasta = write_fasta(tmp_path / "g.fa", RECORDS)
     (tmp_path / "file").write_text("not a folder")

@@ -83,8 +83,11 @@ def test_bad_input_named(tmp_path, name, text, message):
         ([1, 1, 1], {"test.csv": [1]}, "train.csv: every row has label 1; a classifier needs at least 2 classes"),
         ([0, 1], {"dev.csv": [0, 1], "test.csv": [2, 0, 3]}, "test.csv: label(s) [2, 3] not in the training set train.csv (labels [0, 1])"),
         ([0, 1, 0], {"dev.csv": [5]}, "dev.csv: label(s) [5] not in the training set train.csv"),
+        ([0, 1, 0], {"test.csv": [1, 1]}, "test.csv: every row has label 1; an evaluation set needs at least 2 classes"),
+        ([0, 1, 2], {"test.csv": [0, 1, 2], "dev.csv": [2]}, "dev.csv: every row has label 2; an evaluation set needs"),
     ],
-    ids=["train-skips-a-class", "train-not-from-0", "single-class", "test-class-unseen", "dev-class-unseen"],
+    ids=["train-skips-a-class", "train-not-from-0", "single-class", "test-class-unseen", "dev-class-unseen",
+         "test-single-class", "dev-single-class"],
 )
 def test_label_sets_checked(train, others, message):
     with pytest.raises(CmgemsError, match=re.escape(message)):
@@ -92,7 +95,7 @@ def test_label_sets_checked(train, others, message):
 
 
 def test_label_sets_accepted():
-    assert check_labels(("train.csv", np.array([2, 0, 1, 1])), ("test.csv", np.array([1, 1])), ("dev.csv", np.array([0, 2]))) == 3
+    assert check_labels(("train.csv", np.array([2, 0, 1, 1])), ("test.csv", np.array([1, 2])), ("dev.csv", np.array([0, 2]))) == 3
 
 
 def test_byte_order_mark_and_crlf_accepted(tmp_path):

@@ -174,6 +174,57 @@ def test_a_bad_run_fails_alone(data, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def _edit_json(path: Path, edit) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+ENTRY_DAMAGE = {  # what may happen to a cache entry, and the file the log must name
+    "predictions-corrupt": (lambda e: (e / "predictions.parquet").write_bytes(b"PAR1" + bytes(200)),
+                              "predictions.parquet: its content differs"),
+    "predictions-missing": (lambda e: (e / "predictions.parquet").unlink(), "predictions.parquet: missing"),
+    "record-not-json": (lambda e: (e / "metrics.json").write_text("{not json"), "metrics.json: its content differs"),
+    "record-edited": (lambda e: _edit_json(e / "metrics.json", lambda d: d["metrics"].update(mcc=1.0)),
+                      "metrics.json: its content differs"),
+    "record-missing": (lambda e: (e / "metrics.json").unlink(), "metrics.json: missing"),
+    "digest-not-json": (lambda e: (e / "digest.json").write_text('{"digest": '), "digest.json: unreadable"),
+    "digest-missing": (lambda e: (e / "digest.json").unlink(), "digest.json: unreadable"),
+    "digest-without-files": (lambda e: _edit_json(e / "digest.json", lambda d: d.pop("files")),
+                             "digest.json: records no digest of the entry's files"),
+    "digest-and-record-edited-alike": (
+        lambda e: (_edit_json(e / "metrics.json", lambda d: d.update(n_test=3)),
+                   _edit_json(e / "digest.json", lambda d: d["files"].update({"metrics.json": "0" * 64}))),
+        "metrics.json: its content differs"),
+}
+
+
+@pytest.mark.parametrize("damage", ENTRY_DAMAGE, ids=list(ENTRY_DAMAGE))
+def test_a_damaged_cache_entry_is_named_discarded_and_recomputed(data, tmp_path, caplog, damage):
+    """The cache entry's files are checked against the digests it was written with before anything
+    is restored: a damaged entry is named in the log, recomputed (never restored, never a raw error)
+    and replaced by a sound one."""
+    caplog.set_level(logging.INFO, logger="cmgems.packs")
+    settings = baseline.Settings(data["train"], data["test"], str(tmp_path / "out"), data["dev"], k=4)
+    runs = [(settings, str(tmp_path / "cache"))]
+    baseline.baseline_pack(runs)
+    shutil.copytree(tmp_path / "out", tmp_path / "first")
+    shutil.rmtree(tmp_path / "out")  # as Snakemake does before it runs the pack again
+    make, named = ENTRY_DAMAGE[damage]
+    make(tmp_path / "cache")
+    caplog.clear()
+    baseline.baseline_pack(runs)
+    log = messages(caplog)
+    assert any(m.startswith(f"{tmp_path / 'cache'}: damaged cache entry, discarded: ") and named in m for m in log), log
+    assert any(m.endswith(": computing") for m in log) and not any("restored from" in m for m in log)
+    same_run(tmp_path / "first", tmp_path / "out")
+    caplog.clear()
+    shutil.rmtree(tmp_path / "out")
+    baseline.baseline_pack(runs)  # the entry the recomputed run wrote is sound
+    assert any("restored from" in m for m in messages(caplog))
+    same_run(tmp_path / "first", tmp_path / "out")
+
+
 # ------------------------------------------------------------------------------------ baseline
 def test_baseline_pack_equals_single_runs_and_reads_a_shared_test_set_once(data, tmp_path, monkeypatch):
     reads = []

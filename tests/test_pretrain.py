@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -443,6 +444,33 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(corpus, finished_run, t
     assert strip(metric_rows(out)) == strip(metric_rows(finished_run))
 
 
+def test_a_kill_inside_a_log_interval_and_a_lost_running_log_resume_to_the_uninterrupted_metrics(corpus, tmp_path):
+    """Checkpoints (every 4 steps) fall between logs (every 7 steps, and at validations every 5): the
+    row after the resume sums the same steps as the uninterrupted run's. The running log is deleted
+    before the resume: metrics.csv and summary.json are rebuilt from the checkpoint's rows."""
+    def command(out: Path) -> list[str]:
+        return single(pretrain_args(corpus, out, **{"log-every": 7, "save-every": 4}))
+
+    reference, out = tmp_path / "reference", tmp_path / "killed"
+    assert run(command(reference)).returncode == 0
+    killed = start_and_signal(command(out), out, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    interrupted_at = checkpoint_step(out)
+    assert interrupted_at % 7 and interrupted_at % 5, "the checkpoint is not a log step"
+    (out / "metrics.running.csv").unlink()
+
+    result = run(command(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at step {interrupted_at}" in result.stderr
+    timings = ("tokens_per_s", "mfu")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timings} for r in rows]
+    assert [int(r["step"]) for r in metric_rows(out)] == [5, 7, 10, 14, 15, 20]
+    assert strip(metric_rows(out)) == strip(metric_rows(reference))
+    summary, expected = (json.loads((o / "summary.json").read_text()) for o in (out, reference))
+    assert summary["final_loss"] == expected["final_loss"] is not None
+    assert summary["final_val_ppl"] == expected["final_val_ppl"] is not None
+
+
 def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_on_one(corpus, finished_run, tmp_path):
     """SIGTERM to rank 1 of 2: both checkpoint the same step and exit non-zero (Snakemake retries);
     the run then continues on one process to the weights of the one-process run."""
@@ -513,6 +541,25 @@ def test_a_kill_between_writing_and_publishing_leaves_the_previous_checkpoint(tm
     assert not [p for p in checkpoints.directory.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4310"),
+                                   OSError(28, "No space left on device")], ids=["torch-save", "os"])
+def test_a_full_disk_while_checkpointing_is_a_sentence_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error):
+    checkpoints = Checkpoints(tmp_path / "checkpoint", keep=1)
+    checkpoints.save(1, {"step": 1})
+
+    def full(obj, path):
+        Path(path).write_bytes(b"the first bytes")
+        raise error
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CmgemsError, match=r"step-00000002/state.pt: cannot write the checkpoint \(.*\); the disk may be full. "
+                                          r"Nothing was half-written: free space and rerun"):
+        checkpoints.save(2, {"step": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["latest", "step-00000001"]
+    assert checkpoints.load()[0]["step"] == 1
+
+
 def test_a_changed_setting_is_refused_naming_the_key(corpus, finished_run, tmp_path):
     out = tmp_path / "finished"
     shutil.copytree(finished_run, out)
@@ -534,6 +581,30 @@ def test_a_second_trainer_is_refused(corpus, tmp_path):
     assert result.returncode == 1 and "being written by another trainer" in result.stderr
     assert f"pid {os.getpid()}" in result.stderr
     assert not (out / "metrics.running.csv").exists()
+
+
+def test_run_folder_files_are_not_written_through_links(corpus, tmp_path):
+    """A link in place of metrics.running.csv or .lock is refused; the file it points to is untouched."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the run's\n")
+    out = tmp_path / "linked"
+    out.mkdir()
+    (out / "metrics.running.csv").symlink_to(outside)
+    result = run(single(pretrain_args(corpus, out, steps=2)))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{out / 'metrics.running.csv'}: is a symbolic link; cmgems writes this file itself" in result.stderr
+    (out / ".lock").unlink()
+    (out / ".lock").symlink_to(outside)
+    with pytest.raises(CmgemsError, match=r"linked/.lock: is a symbolic link"):
+        with RunLock(out):
+            pass
+    assert outside.read_text() == "not the run's\n"
+    (out / "metrics.running.csv").unlink()
+    (out / "tensorboard").symlink_to(tmp_path, target_is_directory=True)
+    resumed = SimpleNamespace(s=SimpleNamespace(out=str(out), max_steps=2), rows=[], step=0)
+    with pytest.raises(CmgemsError, match=r"linked/tensorboard: is a symbolic link; cmgems writes this folder itself"):
+        pretrain.LogWriter(resumed)
+    assert not list(tmp_path.glob("events.*"))
 
 
 def test_a_file_system_without_flock_is_explained(tmp_path, monkeypatch, caplog):
@@ -570,6 +641,18 @@ def test_an_old_style_checkpoint_is_reported(tmp_path):
     torch.save({"step": 3}, tmp_path / "checkpoint" / "state.pt")
     with pytest.raises(CmgemsError, match="older cmgems"):
         Checkpoints(tmp_path / "checkpoint").load()
+
+
+def test_a_checkpoint_without_metrics_rows_is_reported(corpus, finished_run, tmp_path):
+    out = tmp_path / "older"
+    shutil.copytree(finished_run, out)
+    latest = out / "checkpoint" / (out / "checkpoint" / "latest").read_text().strip() / "state.pt"
+    state = torch.load(latest, weights_only=True)
+    del state["rows"], state["window"]
+    torch.save(state, latest)
+    result = run(single(pretrain_args(corpus, out, milestones=10)))
+    assert result.returncode == 1 and "written by an older cmgems, without the run's metrics rows" in result.stderr
+    assert f"delete {out / 'checkpoint'}" in result.stderr and "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------------------------- fail before work
@@ -616,3 +699,23 @@ def test_cuda_step_has_no_host_sync(corpus, tmp_path):
         pretrain.train_step(r, batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_repeated_stop_signal_is_one_request_and_a_late_second_ctrl_c_interrupts(monkeypatch):
+    """Under SLURM + torchrun a rank gets each stop signal twice: the second must not crash it before
+    its checkpoint. A SIGINT more than REPEAT_S later (a user's second Ctrl-C) still interrupts."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    try:
+        now = [100.0]
+        monkeypatch.setattr(pretrain.time, "monotonic", lambda: now[0])
+        stop = pretrain.StopRequest()
+        stop._handle(signal.SIGINT, None)
+        stop._handle(signal.SIGINT, None)  # torchrun passing the same Ctrl-C on
+        stop._handle(signal.SIGTERM, None)
+        assert stop.signum == signal.SIGINT
+        now[0] += pretrain.StopRequest.REPEAT_S + 1
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -114,7 +114,7 @@ def _pretraining(root: Path, masking: str, switch_step, phases: list[str], refer
 def _pmi(root: Path, genome: str = "hg38") -> None:
     rng = np.random.default_rng(0)
     rows = []
-    for n in (2, 6):
+    for n in (2, 4, 6):
         grams = ["".join(rng.choice(list("ACGT"), n)) for _ in range(60)]
         norm = rng.normal(0, 1, len(grams))
         rank = pd.Series(norm).rank(ascending=False, method="first").astype("int64")
@@ -160,7 +160,7 @@ def tree(tmp_path_factory) -> Path:
                 continue
             for seed in (42, 43) if method[2] == "cm_gems" else (42,):
                 _gue(root, method, task, seed, rng)
-    _gue(root, None, "tf_0", 0, rng)
+    _gue(root, None, "tf_0", 42, rng)
     for dataset, shots_list in FEWSHOT_SHOTS.items():
         for shots in shots_list:
             for method in METHODS:
@@ -217,14 +217,14 @@ def test_collect_runs_takes_kind_and_seed_from_the_declared_run(tmp_path):
         "steps": 10,
         "dataset": "d",
         "shots": 10,
-        "metrics": {"mcc": 0.5},
+        "metrics": {"mcc": 0.5, "accuracy": 0.7, "f1_macro": 0.6, "precision_macro": 0.6, "recall_macro": 0.6},
     }
     run = Run(FEWSHOT, Model("g", "m", "random", 10), "d", 7, 10)
     _write(Path(run.folder(tmp_path)) / layout.RECORD, doc)
     runs = collect.collect_runs(tmp_path, [run])
     assert runs[["kind", "seed", "shots", "mcc"]].values.tolist() == [["fewshot", 7, 10, 0.5]]
     _write(Path(run.folder(tmp_path)) / layout.RECORD, {**doc, "kind": GUE})
-    with pytest.raises(CmgemsError, match="kind 'gue' in the folder of a fewshot run"):
+    with pytest.raises(CmgemsError, match="the record says kind=gue, but its folder is that of the run kind=fewshot"):
         collect.collect_runs(tmp_path, [run])
 
 
@@ -446,6 +446,136 @@ def test_published_fewshot_and_missing_source(tmp_path, runs):
     (pub / "gue_mcc.csv").write_text("task,model,mcc_x100,source\ntf_0,Y,50,\n")
     with pytest.raises(CmgemsError, match="source"):
         collect.read_published(pub)
+
+
+@pytest.mark.parametrize("values, line, message", [
+    ("tf_0,X,abc,paper", 3, "mcc_x100 'abc' is not a finite number"),
+    ("tf_0,X,,paper", 3, "mcc_x100 is blank"),
+    ("tf_0,X,inf,paper", 3, "mcc_x100 inf is not a finite number"),
+    ("tf_0,X,n/a,paper", 3, "mcc_x100 is blank"),  # read as missing
+])
+def test_published_values_must_be_numbers(tmp_path, values, line, message):
+    """A published value that is not a number would be a blank cell: an error naming file and line
+    (comment lines counted)."""
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "gue_mcc.csv").write_text(f"task,model,mcc_x100,source\n# a comment\ntf_0,Y,50,paper\n{values}\n")
+    with pytest.raises(CmgemsError, match=re.escape(f"{pub / 'gue_mcc.csv'}: line {line + 1}: {message}")):
+        collect.read_published(pub)
+
+
+@pytest.mark.parametrize("shots, value, message", [
+    ("ten", "12.5", "shots 'ten' is not a whole number"),
+    ("10.5", "12.5", "shots 10.5 is not a whole number"),
+    ("10", "twelve", "value_x100 'twelve' is not a finite number"),
+])
+def test_published_fewshot_values_must_be_numbers(tmp_path, shots, value, message):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "fewshot.csv").write_text(f"dataset,shots,model,metric,value_x100,source\nprom_core,{shots},X,mcc,{value},T1\n")
+    with pytest.raises(CmgemsError, match=re.escape(f"{pub / 'fewshot.csv'}: line 2: {message}")):
+        collect.read_published(pub)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"task,model,mcc_x100,source\ntf_0,X\xe9,50,paper\n", "cannot read it as CSV text (UTF-8)"),
+    (b"", "cannot read it as CSV text (UTF-8)"),
+    (b'task,model,mcc_x100,source\ntf_0,"X,50,paper\n', "cannot read it as CSV text (UTF-8)"),
+    (b"task,model,mcc_x100,source\ntf_0,X,50\n", "line 2: every published number needs a source"),
+])
+def test_unreadable_published_files_are_named(tmp_path, data, message):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "gue_mcc.csv").write_bytes(data)
+    with pytest.raises(CmgemsError, match=re.escape(f"{pub / 'gue_mcc.csv'}: {message}")):
+        collect.read_published(pub)
+
+
+def test_published_files_with_a_byte_order_mark_and_crlf_are_read(tmp_path):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "gue_mcc.csv").write_bytes("\ufefftask,model,mcc_x100,source\r\ntf_0,X,50.5,paper\r\n".encode())
+    assert collect.read_published(pub)["gue"][["task", "mcc_x100"]].values.tolist() == [["tf_0", 50.5]]
+
+
+IDENTITY_FAULTS = {  # a record of another run, copied into the folder of prom_core, 10 shots, seed 1 of METHODS[0]
+    "seed": (dict(seed=2), "seed=2"),
+    "shots": (dict(shots=50), "shots=50"),
+    "dataset": (dict(dataset="splice_40"), "dataset=splice_40"),
+    "masking": (dict(masking="cm_gems"), "masking=cm_gems"),
+    "model": (dict(model="bert_small"), "model=bert_small"),
+    "steps": (dict(steps=20000), "steps=20000"),
+    "genome": (dict(genome="hg19"), "genome=hg19"),
+    "kind": (dict(kind=GUE), "kind=gue"),
+    "baseline": ({**layout.BASELINE_MODEL._asdict()}, "genome=none model=kmer_logreg masking=none steps=0"),
+}
+
+
+@pytest.mark.parametrize("fault", IDENTITY_FAULTS, ids=list(IDENTITY_FAULTS))
+def test_a_record_of_another_run_is_refused(tree, tmp_path, capsys, fault):
+    """A record whose own identity is not its folder's would be shown as another run (that one twice,
+    this one missing): refused, naming the file and both identities; no table is written."""
+    root = tmp_path / "results"
+    shutil.copytree(tree, root)
+    run = Run(FEWSHOT, METHODS[0], "prom_core", 1, 10)
+    record = Path(run.folder(root)) / layout.RECORD
+    edit, says = IDENTITY_FAULTS[fault]
+    record.write_text(json.dumps({**json.loads(record.read_text()), **edit}))
+    with pytest.raises(CmgemsError) as err:
+        collect.collect_runs(root, GRID.runs())
+    declared = "kind=fewshot genome=hg38 model=bert_base masking=genemask steps=10000 dataset=prom_core shots=10 seed=1"
+    assert str(err.value).startswith(f"{record}: the record says {says}, but its folder is that of the run {declared} ")
+    options = ["report", "--results", str(root), "--grid", GRID.to_json(), "--tables-only", "--k", "6",
+               "--max-positions", "64", "--steps", "100", "--out", str(tmp_path / "report")]
+    assert cli_main(options) == 1
+    assert str(record) in capsys.readouterr().err and not (tmp_path / "report").exists()
+
+
+def test_a_record_without_the_optional_identity_keys_takes_the_declared_ones(tmp_path):
+    run = Run(GUE, Model("g", "m", "random", 10), "t", 3)
+    _write(Path(run.folder(tmp_path)) / layout.RECORD, {"model": "m", "masking": "random", "task": "t",
+                                                      "metrics": _metrics(np.random.default_rng(0))})
+    row = collect.collect_runs(tmp_path, [run]).iloc[0]
+    assert (row["kind"], row["genome"], row["steps"], row["seed"]) == ("gue", "g", 10, 3)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_runs_with_metrics_not_finite_are_left_out_and_named(tree, tmp_path, caplog, value):
+    """A NaN or infinite metric would be counted in n but skipped by the mean: the run is left out of
+    every table, with a warning naming it, so that n counts the runs the means use."""
+    root = tmp_path / "results"
+    shutil.copytree(tree, root)
+    bad = [Path(Run(FEWSHOT, METHODS[0], "prom_core", 0, 10).folder(root)) / layout.RECORD,
+           Path(Run(GUE, METHODS[1], "tf_1", 43).folder(root)) / layout.RECORD]
+    metric = {bad[0]: "mcc", bad[1]: "accuracy"}
+    for path in bad:
+        doc = json.loads(path.read_text())
+        doc["metrics"][metric[path]] = value
+        path.write_text(json.dumps(doc))  # NaN and Infinity, as Python's json writes them
+    with caplog.at_level("WARNING", logger="cmgems.report.collect"):
+        runs = collect.collect_runs(root, GRID.runs())
+    warning = next(r.getMessage() for r in caplog.records if "not finite" in r.getMessage())
+    assert warning.startswith("2 run(s) left out of every table") and all(str(p) in warning for p in bad)
+    assert f"{metric[bad[0]]}={value}" in warning
+    assert not runs["path"].isin([str(p) for p in bad]).any()
+    few = tables.fewshot_table(runs).set_index(["dataset", "shots", "masking"]).loc[("prom_core", 10, "genemask")]
+    kept = [json.loads((Path(Run(FEWSHOT, METHODS[0], "prom_core", seed, 10).folder(root)) / layout.RECORD).read_text())
+            ["metrics"]["mcc"] * 100 for seed in (1, 2)]
+    assert few["n"] == 2 and few["mcc_x100_mean"] == pytest.approx(np.mean(kept))
+    means = tables.gue_task_means(runs).set_index(["masking", "task"])
+    assert means.loc[("cm_gems", "tf_1"), "n_seeds"] == 1
+
+
+def test_a_metric_that_is_not_a_number_is_refused(tmp_path):
+    run = Run(GUE, Model("g", "m", "random", 10), "t", 3)
+    path = Path(run.folder(tmp_path)) / layout.RECORD
+    metrics = _metrics(np.random.default_rng(0))
+    _write(path, {"model": "m", "masking": "random", "task": "t", "metrics": {**metrics, "mcc": "0.5"}})
+    with pytest.raises(CmgemsError, match=re.escape(f"{path}: metrics.mcc is '0.5', not a number")):
+        collect.collect_runs(tmp_path, [run])
+    _write(path, {"model": "m", "masking": "random", "task": "t", "metrics": {"mcc": 0.5}})
+    with pytest.raises(CmgemsError, match=re.escape(f"{path}: metrics.json lacks key(s) metrics.accuracy")):
+        collect.collect_runs(tmp_path, [run])
 
 
 def test_write_table_formats(tmp_path):

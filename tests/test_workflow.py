@@ -164,6 +164,10 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     # lengths and positions
     "max-tokens-over-positions": (edit(["corpus", "max_tokens"], 127), "corpus.max_tokens (127) + [CLS] and [SEP] exceeds max_positions (128)"),
     "min-tokens-over-max": (edit(["corpus", "min_tokens"], 127), "corpus.min_tokens (127) exceeds corpus.max_tokens (126)"),
+    "random-max-tokens-over-max": (edit(["corpus", "random_max_tokens"], 127),
+                                   "corpus.random_max_tokens (127) is not between corpus.min_tokens (5) and corpus.max_tokens (126)"),
+    "random-max-tokens-under-min": (edit(["corpus", "random_max_tokens"], 4),
+                                    "corpus.random_max_tokens (4) is not between corpus.min_tokens (5) and corpus.max_tokens (126)"),
     "gue-max-length": (edit(["gue", "tasks", "demo_tata", "max_length"], 129), "gue.tasks.demo_tata.max_length (129) exceeds max_positions (128)"),
     "fewshot-max-length": (edit(["fewshot", "datasets", "demo_splice3", "max_length"], 200),
                            "fewshot.datasets.demo_splice3.max_length (200) exceeds max_positions (128)"),
@@ -197,6 +201,55 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     "pool-and-pooled": (edit(["fewshot", "datasets", "demo_prom", "pooled"], {10: "x.csv"}),
                         "fewshot.datasets.demo_prom: both pool and pooled are given"),
     "no-pool": (edit(["fewshot", "datasets", "demo_prom", "pool"], delete=True), "fewshot.datasets.demo_prom: give pool"),
+    # paths confined to their folder, and never empty
+    "fewshot-source-file-parent": (edit(["fewshot", "sources"], {"s": {"url": "https://example.org/d", "into": "fetched",
+                                                                        "files": {"../../../x.tsv": "0" * 40}}}),
+                                   "fewshot.sources.s.files: '../../../x.tsv' does not match"),
+    "fewshot-source-file-absolute": (edit(["fewshot", "sources"], {"s": {"url": "https://example.org/d", "into": "fetched",
+                                                                          "files": {"/tmp/x.tsv": "0" * 40}}}),
+                                     "fewshot.sources.s.files: '/tmp/x.tsv' does not match"),
+    "fewshot-source-file-braces": (edit(["fewshot", "sources"], {"s": {"url": "https://example.org/d", "into": "fetched",
+                                                                        "files": {"a/{x}.tsv": "0" * 40}}}),
+                                   "fewshot.sources.s.files: 'a/{x}.tsv' does not match"),
+    "fewshot-source-into-empty": (edit(["fewshot", "sources"], {"s": {"url": "https://example.org/d", "into": "",
+                                                                       "files": {"x.tsv": "0" * 40}}}),
+                                  "fewshot.sources.s.into: '' should be non-empty"),
+    "external-model-path-empty": (edit(["pretrained_models"], {"ext": {"path": ""}}), "pretrained_models.ext.path: '' should be non-empty"),
+    "init-from-empty": (edit(["pretrain", "init_from"], ""), "pretrain.init_from: '' should be non-empty"),
+    "published-empty": (edit(["report", "published"], ""), "report.published: '' should be non-empty"),
+    "fewshot-test-empty": (edit(["fewshot", "datasets", "demo_prom", "test"], ""), "fewshot.datasets.demo_prom.test: '' should be non-empty"),
+    "fewshot-test-braces": (edit(["fewshot", "datasets", "demo_prom", "test"], "a{b}.csv"), "fewshot.datasets.demo_prom.test: 'a{b}.csv' does not match"),
+    "published-braces": (edit(["report", "published"], "pub/{x}"), "report.published: 'pub/{x}' does not match"),
+    # grids that would silently drop runs, lists meant to be non-empty, values unique or bounded
+    "pooled-shots-not-in-grid": (edit(["fewshot", "datasets", "demo_prom"], {"pooled": {20: "x.tsv"}, "test": "t.tsv", "max_length": 72}),
+                                 "fewshot.datasets.demo_prom.pooled: [20] not among fewshot.shots ([10, 50]), so no run would use them"),
+    "dataset-shots-not-in-grid": (edit(["fewshot", "datasets", "demo_prom", "shots"], [10, 20]),
+                                  "fewshot.datasets.demo_prom.shots: [20] not among fewshot.shots ([10, 50])"),
+    "dataset-shots-without-file": (edit(["fewshot", "datasets", "demo_prom"], {"pooled": {10: "x.tsv"}, "shots": [10, 50], "test": "t.tsv",
+                                                                              "max_length": 72}),
+                                   "fewshot.datasets.demo_prom.shots: [50] has no file in fewshot.datasets.demo_prom.pooled"),
+    "dataset-shots-empty": (edit(["fewshot", "datasets", "demo_prom", "shots"], []), "fewshot.datasets.demo_prom.shots: [] should be non-empty"),
+    "pooled-empty": (edit(["fewshot", "datasets", "demo_prom"], {"pooled": {}, "test": "t.tsv", "max_length": 72}),
+                     "fewshot.datasets.demo_prom.pooled: {} should be non-empty"),
+    "pooled-shots-not-a-number": (edit(["fewshot", "datasets", "demo_prom"], {"pooled": {"ten": "x.tsv"}, "test": "t.tsv", "max_length": 72}),
+                                  "fewshot.datasets.demo_prom.pooled: key 'ten' is not a number of shots"),
+    "pooled-shots-fraction": (edit(["fewshot", "datasets", "demo_prom"], {"pooled": {10.5: "x.tsv"}, "test": "t.tsv", "max_length": 72}),
+                              "fewshot.datasets.demo_prom.pooled: key 10.5 is not a number of shots"),
+    "pooled-shots-twice": (edit(["fewshot", "datasets", "demo_prom"], {"pooled": {10: "x.tsv", "10": "y.tsv"}, "test": "t.tsv", "max_length": 72}),
+                           "fewshot.datasets.demo_prom.pooled: a number of shots is given twice ([10, 10])"),
+    "pmi-contigs-empty": (edit(["pmi", "contigs"], []), "pmi.contigs: [] should be non-empty"),
+    "pmi-contigs-twice": (edit(["pmi", "contigs"], ["chr20", "chr20"]), "pmi.contigs: ['chr20', 'chr20'] has non-unique elements"),
+    "gue-seeds-twice": (edit(["gue", "seeds"], [42, 42]), "gue.seeds: [42, 42] has non-unique elements"),
+    "fewshot-seeds-twice": (edit(["fewshot", "seeds"], [0, 0]), "fewshot.seeds: [0, 0] has non-unique elements"),
+    "gue-seeds-empty": (edit(["gue", "seeds"], []), "gue.seeds: [] should be non-empty"),
+    "gue-seed-too-large": (edit(["gue", "seeds"], [2**63]), "gue.seeds[0]: 9223372036854775808 is greater than the maximum of 9223372036854775807"),
+    "pretrain-seed-too-large": (edit(["pretrain", "seed"], 2**64), "pretrain.seed: 18446744073709551616 is greater than the maximum"),
+    "corpus-seed-too-large": (edit(["corpus", "seed"], 2**63), "corpus.seed: 9223372036854775808 is greater than the maximum"),
+    "fewshot-seed-too-large": (edit(["fewshot", "seeds"], [0, 2**63]), "fewshot.seeds[1]: 9223372036854775808 is greater than the maximum"),
+    "betas-above-1": (edit(["pretrain", "recipe", "betas"], [0.9, 1.5]), "pretrain.recipe.betas[1]: 1.5 is greater than or equal to the maximum of 1"),
+    "betas-1": (edit(["pretrain", "recipe", "betas"], [1.0, 0.98]), "pretrain.recipe.betas[0]: 1.0 is greater than or equal to the maximum of 1"),
+    "betas-negative": (edit(["pretrain", "recipe", "betas"], [-0.1, 0.98]), "pretrain.recipe.betas[0]: -0.1 is less than the minimum of 0"),
+    "milestones-twice": (edit(["pretrain", "recipe", "milestones"], [100, 100]), "pretrain.recipe.milestones: [100, 100] has non-unique elements"),
 }
 
 
@@ -218,6 +271,47 @@ def test_config_errors_fail_at_once_naming_the_key(tmp_path, name):
     assert "Failed validating" not in output and "$schema" not in output
     assert sorted(p.name for p in tmp_path.iterdir()) in (["bad.yaml", "resources"], [".snakemake", "bad.yaml", "resources"])
     assert not [p for p in tmp_path.glob(".snakemake/**/*") if not p.is_dir()]  # at most Snakemake's empty folders
+
+
+LINKED_OUTPUTS = {  # id: (the link, relative to the working directory; whether it points at a folder)
+    "results-subfolder": ("results/demo", True),
+    "run-folder": ("results/demo/models/tiny/random/300", True),
+    "benchmark-file": ("benchmarks/out/demo/genome_contigs.tsv", False),
+    "log-file": ("logs/demo/genome_contigs.log", False),
+    "pack-cache-entry": (".cmgems/packs/results", True),
+    "fetched-file": ("fetched/x.tsv", False),
+}
+
+
+@pytest.mark.parametrize("name", LINKED_OUTPUTS)
+def test_a_linked_output_is_refused_before_anything_is_written(tmp_path, name):
+    """A symbolic link where the plan writes or deletes (below results/, logs/, benchmarks/out/,
+    .cmgems/packs/, or a downloaded file) stops `snakemake -n` naming the link and its target; the
+    target outside is untouched. `resources` (an input) and the output folders themselves may be links."""
+    link, folder = LINKED_OUTPUTS[name]
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["fewshot"]["sources"] = {"s": {"url": "https://example.org/d", "into": "fetched", "files": {"x.tsv": "0" * 40}}}
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    (work / "resources").symlink_to(REPO / "resources")
+    (work / "cfg.yaml").write_text(yaml.safe_dump(config))
+    (outside / "target").mkdir(parents=True)
+    (outside / "target" / "mine.txt").write_text("mine")
+    target = outside / "target" if folder else outside / "target" / "mine.txt"
+    (work / link).parent.mkdir(parents=True, exist_ok=True)
+    (work / link).symlink_to(target)
+    result = snakemake("-n", "--configfile", str(work / "cfg.yaml"), "-d", str(work))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{link}: is a symbolic link (to {target}), where the workflow writes or deletes outputs" in output, output[-3000:]
+    assert sorted(p.name for p in outside.rglob("*")) == ["mine.txt", "target"]
+    assert (outside / "target" / "mine.txt").read_text() == "mine"
+    (work / link).unlink()
+    shutil.rmtree(work / "logs", ignore_errors=True)  # the output folders themselves may be links
+    (tmp_path / "elsewhere").mkdir()
+    (work / "logs").symlink_to(tmp_path / "elsewhere")
+    result = snakemake("-n", "--configfile", str(work / "cfg.yaml"), "-d", str(work))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def test_schema_masking_options_models_and_contigs_follow_the_code():

@@ -3,11 +3,16 @@
 A folder cmgems writes records its files in `.written-by-cmgems.json` (OWNED). cmgems replaces an
 existing folder, or files in it, only when every file at stake is listed there: a folder holding
 anyone else's files is refused with a CmgemsError naming one of them, and nothing is deleted.
+
+No write follows a symbolic link: temporaries are created anew (O_EXCL) and renamed over the path,
+which replaces a link rather than its target; a file written in place (a running log, a lock) is
+opened with `open_unfollowed`, which refuses a link.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -145,6 +150,11 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
         raise
 
 
+def _real_folder(path: Path) -> bool:
+    """A folder, not a link to one (a file moved into a linked folder would land outside the output)."""
+    return path.is_dir() and not path.is_symlink()
+
+
 @contextlib.contextmanager
 def merged_output(root: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `root`; on success move its files into `root`.
@@ -165,10 +175,10 @@ def merged_output(root: str | os.PathLike) -> Iterator[Path]:
             root.mkdir()
             created.append(root)
         for name in sorted(new):
-            blocked = next((p for p in Path(name).parents if os.path.lexists(root / p) and not (root / p).is_dir()), None)
+            blocked = next((p for p in Path(name).parents if os.path.lexists(root / p) and not _real_folder(root / p)), None)
             if blocked is not None or (root / name).is_dir():
                 place = root / (blocked if blocked is not None else name)
-                raise CmgemsError(f"{place}: is in the way of {name} (a file where a folder goes, or the reverse)")
+                raise CmgemsError(f"{place}: is in the way of {name} (a file or link where a folder goes, or the reverse)")
         _refuse_foreign(root, new, "write into it")
         kept = {f for f in owned_files(root) if os.path.lexists(root / f)}
         _write_owned(root, kept | new)
@@ -179,6 +189,22 @@ def merged_output(root: str | os.PathLike) -> Iterator[Path]:
         _remove(tmp, created)
         raise
     _remove(tmp, [])
+
+
+def open_unfollowed(path: str | os.PathLike, mode: str):
+    """Open `path` for writing in place ("w", "a" or "a+"; text, newline="") without following a
+    symbolic link there: a link (which may lead out of the project, to a file a write would truncate)
+    is a CmgemsError naming it."""
+    flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+             "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise CmgemsError(f"{path}: is a symbolic link; cmgems writes this file itself and does not write through "
+                          "links (delete the link)") from None
+    return os.fdopen(fd, mode, newline="")
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

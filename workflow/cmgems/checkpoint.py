@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from cmgems.atomic import atomic_output
+from cmgems.atomic import atomic_output, open_unfollowed
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,15 @@ class Checkpoints:
     def save(self, step: int, state: dict) -> Path:
         """Write `state` as the checkpoint of `step`, point `latest` at it, drop the oldest beyond `keep`."""
         target = self.directory / f"step-{step:08d}"
-        with atomic_output(target, directory=True) as tmp:
-            torch.save(state, tmp / STATE)
-        with atomic_output(self.directory / POINTER) as tmp:
-            tmp.write_text(target.name + "\n")
+        try:
+            with atomic_output(target, directory=True) as tmp:
+                torch.save(state, tmp / STATE)
+            with atomic_output(self.directory / POINTER) as tmp:
+                tmp.write_text(target.name + "\n")
+        except (OSError, RuntimeError) as err:  # a full disk: OSError, or torch.save's RuntimeError "unexpected pos"
+            raise CmgemsError(f"{target / STATE}: cannot write the checkpoint ({type(err).__name__}: {err}); the disk may "
+                              f"be full. Nothing was half-written: free space and rerun, the run resumes from its "
+                              f"last complete checkpoint, if any") from err
         for old in self._steps()[self.keep :]:
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
@@ -103,8 +108,9 @@ def check_same_run(saved: dict, current: dict, directory: Path) -> None:
 
 class RunLock:
     """An exclusive advisory lock on `run_dir/.lock`, held for the life of a trainer (released by the
-    kernel when the process dies, however it dies). Where the file system has no flock (some Lustre
-    and NFS mounts), NO_LOCK_VARIABLE=1 runs without the lock, at the user's word."""
+    kernel when the process dies, however it dies); a link in its place is refused, not followed.
+    Where the file system has no flock (some Lustre and NFS mounts), NO_LOCK_VARIABLE=1 runs without
+    the lock, at the user's word."""
 
     NO_LOCK_VARIABLE = "CMGEMS_NO_RUN_LOCK"
 
@@ -118,7 +124,7 @@ class RunLock:
             log.warning("%s=1: %s is not locked; make sure no other trainer writes it", self.NO_LOCK_VARIABLE,
                         self.path.parent)
             return self
-        handle = open(self.path, "a+")
+        handle = open_unfollowed(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

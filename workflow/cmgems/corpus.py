@@ -24,6 +24,7 @@ validation split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -407,12 +408,23 @@ def training_rows(sequence_index: np.ndarray, n: int, seed: int, cache: dict | N
     return rows
 
 
+@contextlib.contextmanager
+def validation_shard(path: Path) -> Iterator[None]:
+    """Name the validation shard `path` in a read error (a damaged corpus file, not the user's input)."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as err:
+        raise CmgemsError(f"{path}: cannot read this validation shard ({err}); the corpus is damaged: delete "
+                          f"{path.parent.parent} and rerun the workflow to rebuild it") from err
+
+
 def validation_sample(corpus_dir: str | os.PathLike, n: int, seed: int) -> list[bytes]:
     """`n` sequences drawn without replacement (seeded) from the whole validation split, in split
     order; all of them when the split is smaller. Reads only the row groups that hold them."""
     groups = []  # (path, row group, rows)
     for path in shard_paths(corpus_dir, "validation"):
-        meta = pq.ParquetFile(path).metadata
+        with validation_shard(path):
+            meta = pq.ParquetFile(path).metadata
         groups += [(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     first = np.cumsum([0] + [rows for _, _, rows in groups])
     total = int(first[-1])
@@ -421,7 +433,8 @@ def validation_sample(corpus_dir: str | os.PathLike, n: int, seed: int) -> list[
     for g, (path, index, _) in enumerate(groups):
         wanted = chosen[(chosen >= first[g]) & (chosen < first[g + 1])] - first[g]
         if len(wanted):
-            column = pq.ParquetFile(path).read_row_group(index, columns=["sequence"]).column(0)
+            with validation_shard(path):
+                column = pq.ParquetFile(path).read_row_group(index, columns=["sequence"]).column(0)
             out += column.take(pa.array(wanted)).to_pylist()
     return out
 

@@ -3,6 +3,7 @@ renamed onto `out` only once its checksum (md5, or a git blob SHA-1) is the one 
 
 http(s)://, ftp:// and file:// URLs (file:// is copied whole, without retries). A file whose checksum
 matches but which is a Git LFS pointer (what a raw URL of a file kept in LFS serves) is refused.
+An output path that is empty or an existing folder is refused before anything is fetched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from cmgems.atomic import make_parent, remove_empty
+from cmgems.atomic import check_replaceable, make_parent, remove_empty
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ class Checksum:
 
 MD5 = Checksum("md5", "an md5 checksum", 32, lambda path: file_digest(path, "md5"))
 GIT_BLOB_SHA1 = Checksum("git blob SHA-1", "a git blob SHA-1", 40, git_blob_sha1)
+
+
+def given_path(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path; CmgemsError when it is empty, which Path would read as the working directory."""
+    if not os.fspath(path):
+        raise CmgemsError(f"the {what} path is empty (it would mean the working directory): give a path")
+    return Path(path)
 
 
 def _fetch(url: str, part: Path, timeout: float) -> None:
@@ -170,7 +178,8 @@ def download(
     .part file is kept when they all fail, so the next call resumes. A checksum mismatch deletes it (and
     says whether the download had resumed from a .part file left by an earlier call).
     """
-    out = Path(out)
+    out = given_path(out, "output")
+    check_replaceable(out, directory=False)  # before the download, not after it
     expected = checksum.parse(expected)
     if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:
         raise CmgemsError(f"cannot download {url!r}: the URL must start with one of {', '.join(s + '://' for s in URL_SCHEMES)}")

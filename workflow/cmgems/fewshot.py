@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmgems.download import GIT_BLOB_SHA1, download
+from cmgems.download import GIT_BLOB_SHA1, download, given_path
 from cmgems.errors import CmgemsError
 from cmgems.labelled import read_labelled, write_labelled
 
@@ -66,18 +66,18 @@ def pooled_indices(labels: np.ndarray, shots: int, run: int, path: str | Path = 
 
 
 def write_subset(sequences: list[str], labels: np.ndarray, index: np.ndarray, out: str | Path) -> None:
-    write_labelled(out, [sequences[i] for i in index], labels[index])
+    write_labelled(given_path(out, "output"), [sequences[i] for i in index], labels[index])
 
 
 def sample(pool: str, shots: int, seed: int, out: str) -> None:
     """`cmgems fewshot sample`: N per class from a labelled pool, seeded, to a sequence,label CSV."""
-    sequences, labels = read_labelled(pool)
+    sequences, labels = read_labelled(given_path(pool, "pool"))
     write_subset(sequences, labels, sample_indices(labels, shots, seed, pool), out)
 
 
 def pooled(file: str, shots: int, run: int, out: str) -> None:
     """`cmgems fewshot pooled`: run R of a GeneMask pooled file, to a sequence,label CSV."""
-    sequences, labels = read_labelled(file)
+    sequences, labels = read_labelled(given_path(file, "pooled file"))
     write_subset(sequences, labels, pooled_indices(labels, shots, run, file), out)
 
 

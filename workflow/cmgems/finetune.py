@@ -95,8 +95,9 @@ class Pretrained:
         self.path, self.trust_remote_code = Path(model_dir), trust_remote_code
         if not (self.path / "config.json").exists():
             raise CmgemsError(f"--model {self.path}: not a Hugging Face model directory (no config.json)")
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            self.path, trust_remote_code=trust_remote_code, attn_implementation="sdpa", output_loading_info=True,
+        model, info = models.from_pretrained(
+            AutoModelForSequenceClassification, self.path, trust_remote_code=trust_remote_code,
+            attn_implementation="sdpa", output_loading_info=True,
         )
         self.cls = type(model)
         missing = set(info["missing_keys"])

@@ -29,7 +29,7 @@ import pyarrow as pa
 from cmgems.arrow_io import SEQUENCE_SCHEMA, binary_array, write_sequence_table
 from cmgems.atomic import atomic_output, write_json
 from cmgems.cli import argument, int_at_least
-from cmgems.download import MD5, download, file_digest
+from cmgems.download import MD5, download, file_digest, given_path
 from cmgems.errors import CmgemsError
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ for _c in IUPAC:
 CLEAN = bytes(CLEAN)
 ACGT_RUN = re.compile(rb"[ACGT]+")
 SEQUENCE_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but space: what a sequence line may hold
+UTF8_BOM = b"\xef\xbb\xbf"
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # SAM spec 4.1.2
 
 
@@ -136,19 +137,28 @@ def segment_table(name: str, seq: bytes, splice_n: bool) -> tuple[pa.Table, dict
     return table, summary
 
 
+def skip_bom(handle: BinaryIO) -> BinaryIO:
+    """`handle` past a UTF-8 byte-order mark at its start (some Windows editors save one before the first
+    header; labelled files accept it too), else rewound."""
+    if handle.read(len(UTF8_BOM)) != UTF8_BOM:
+        handle.seek(0)
+    return handle
+
+
 def open_fasta(path: Path) -> BinaryIO:
-    """`path` opened for reading bytes: plain, or gzip/BGZF decompressed; CmgemsError for a BGZF file
-    without its end-of-file block (cut at a block boundary, which gzip alone reads as complete)."""
+    """`path` opened for reading bytes: plain, or gzip/BGZF decompressed, past a byte-order mark;
+    CmgemsError for a BGZF file without its end-of-file block (cut at a block boundary, which gzip
+    alone reads as complete)."""
     with open(path, "rb") as fh:
         head = fh.read(18)
         if head[:2] != b"\x1f\x8b":
-            return open(path, "rb")
+            return skip_bom(open(path, "rb"))
         if len(head) == 18 and head[3] & 4 and head[12:14] == b"BC":  # FEXTRA with a BC subfield: BGZF
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - len(BGZF_EOF)))
             if fh.read() != BGZF_EOF:
                 raise CmgemsError(f"{path}: the BGZF end-of-file block is missing (truncated download or copy)")
-    return gzip.open(path, "rb")
+    return skip_bom(gzip.open(path, "rb"))
 
 
 def fai_lengths(fasta: Path) -> dict[str, int] | None:
@@ -216,7 +226,7 @@ def read_fasta(fasta: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
     (and line) for a corrupt or truncated file, a byte other than printable ASCII in a sequence, a
     duplicate name, a missing BGZF end-of-file block, or contigs unlike those of a `.fai` beside it.
     """
-    path = Path(fasta)
+    path = given_path(fasta, "FASTA")
     if not path.is_file():
         raise CmgemsError(f"FASTA not found: {fasta}")
     index = fai_lengths(path)
@@ -260,6 +270,7 @@ def write_contigs(
     Returns the summary dict.
     """
     wanted = {check_contig_name(name) for name in contigs or ()}
+    out_dir = given_path(out_dir, "output folder")
     order: list[str] = []
     per_contig: dict[str, dict] = {}
     with atomic_output(out_dir, directory=True) as tmp:

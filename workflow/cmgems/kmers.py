@@ -165,14 +165,35 @@ def save_tokenizer(directory: str | Path, k: int, model_max_length: int = 512) -
 
 
 def read_k(folder: str | Path) -> int:
-    """k of a tokenizer or model folder, from its `KMER_FILE` (6 when absent: DNABERT's 6-mer models)."""
+    """k of a tokenizer or model folder, from its `KMER_FILE` (6 when absent: DNABERT's 6-mer models),
+    checked against a model's vocabulary (`check_vocabulary`): a wrong k would tokenise every sequence
+    into ids the model does not know, or knows as other k-mers."""
     path = Path(folder) / KMER_FILE
     if not path.exists():
-        return 6
+        return check_vocabulary(folder, 6, f"{folder} has no {KMER_FILE}, so k=6 (DNABERT's) is assumed")
     try:
-        return check_k(int(json.loads(path.read_text())["k"]))
+        k = check_k(int(json.loads(path.read_text())["k"]))
     except (ValueError, KeyError, TypeError) as err:
         raise CmgemsError(f"{path}: expected {{\"k\": 3..6}} ({err})") from None
+    return check_vocabulary(folder, k, f"{path} says k={k}")
+
+
+def check_vocabulary(folder: str | Path, k: int, why: str) -> int:
+    """`k`, when the model `folder`'s config.json (if any) holds the vocabulary of k-mers; else a
+    CmgemsError: `why` k, the vocab_size found, and the kmer.json that would match it."""
+    config = Path(folder) / "config.json"
+    try:
+        size = json.loads(config.read_text()).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return k  # a tokenizer folder, or a config from_pretrained reports when it loads the model
+    if size in (None, vocab_size(k)):
+        return k
+    fits = next((j for j in SUPPORTED_K if vocab_size(j) == size), None)
+    if fits is None:
+        raise CmgemsError(f"{why}, but {config}: vocab_size {size} is no k-mer vocabulary ({NUM_SPECIAL} + 4^k "
+                          f"tokens, k in {SUPPORTED_K}); cmgems evaluates k-mer models only")
+    raise CmgemsError(f"{why}, but {config}: vocab_size {size} is the vocabulary of {fits}-mers; write "
+                      f"{{\"k\": {fits}}} to {Path(folder) / KMER_FILE}")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

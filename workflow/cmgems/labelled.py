@@ -126,7 +126,8 @@ def _listed(values: np.ndarray, most: int = 10) -> str:
 
 def check_labels(train: tuple[str, np.ndarray], *evaluated: tuple[str, np.ndarray]) -> int:
     """The number of classes of a training set's (path, labels); CmgemsError unless its labels are
-    0..C-1 with C >= 2 and every evaluated split's labels are among them."""
+    0..C-1 with C >= 2 and every evaluated split's labels are among them, two classes at least (on one
+    class, MCC and F1 do not measure the model)."""
     path, labels = train
     classes = np.unique(labels)
     if len(classes) < 2:
@@ -138,9 +139,13 @@ def check_labels(train: tuple[str, np.ndarray], *evaluated: tuple[str, np.ndarra
             "labels must number the classes from 0"
         )
     for other, other_labels in evaluated:
-        unseen = np.setdiff1d(np.unique(other_labels), classes)
+        present = np.unique(other_labels)
+        unseen = np.setdiff1d(present, classes)
         if unseen.size:
             raise CmgemsError(f"{other}: label(s) {_listed(unseen)} not in the training set {path} (labels {_listed(classes)})")
+        if len(present) < 2:
+            raise CmgemsError(f"{other}: every row has label {present[0]}; an evaluation set needs at least 2 classes "
+                              "(on one, MCC and F1 do not measure the model)")
     return len(classes)
 
 

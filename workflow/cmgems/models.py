@@ -1,9 +1,12 @@
 """BERT model shapes by name (DNABERT-base, the 2-layer LOGO model, a tiny one for demos and tests),
-the model folder (`save_folder`: weights, config and tokenizer; `kmers.read_k` reads its k), and
+the model folder (`save_folder`: weights, config and tokenizer; `kmers.read_k` reads its k), the one loader of
+checkpoints (`from_pretrained`: no pickle beyond tensors), and
 what pretraining and fine-tuning share about training them: mixed precision and weight decay."""
 
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -48,8 +51,22 @@ def masked_lm(config=None, init_from: str | Path | None = None):
         path = Path(init_from)
         if not (path / "config.json").exists():
             raise CmgemsError(f"init_from {path}: not a Hugging Face model directory (no config.json)")
-        return BertForMaskedLM.from_pretrained(path, use_safetensors=True, attn_implementation="sdpa")
+        return from_pretrained(BertForMaskedLM, path, use_safetensors=True, attn_implementation="sdpa")
     return BertForMaskedLM(config)
+
+
+def from_pretrained(model_class, path: str | Path, **kwargs):
+    """`model_class.from_pretrained(path, **kwargs)`; a weights file that only a full unpickler would
+    load (a .bin holding more than tensors, which could run code) is a CmgemsError: transformers loads
+    a .bin with torch.load(weights_only=True), and cmgems never loads one any other way."""
+    try:
+        return model_class.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        holds = f" (it holds {found.group(1)})" if found else ""
+        raise CmgemsError(f"{path}: its weights file is a pickle of more than tensors{holds}, which cmgems does not load; "
+                          "the model must be safetensors (model.safetensors) or a .bin that torch.load loads with "
+                          "weights_only=True") from None
 
 
 def save_folder(directory: str | Path, model, k: int, max_positions: int = 512,

@@ -2,10 +2,12 @@
 
 Each run writes its own `out/` folder (metrics.json, predictions.parquet) atomically, as a run on its
 own would. A run given a cache folder is first written there, with the digest of what defines it
-(its settings and the content of its input files and folders); a pack started again (after a kill,
-a failure, or with more runs) restores every run whose cache entry has that digest instead of
-recomputing it. The cache lies outside the outputs Snakemake declares, which it deletes before it
-runs a job again.
+(its settings and the content of its input files and folders) and the digest of each file it holds;
+a pack started again (after a kill, a failure, or with more runs) restores every run whose cache
+entry has that digest instead of recomputing it, once the entry's files are checked against their
+digests: a damaged entry (a file missing, changed or unreadable, an unreadable digest) is named in
+the log and recomputed, which replaces it. The cache lies outside the outputs Snakemake declares,
+which it deletes before it runs a job again.
 
 A pack is described by a JSON spec, `{"runs": [{...settings of one run..., "cache": DIR}, ...]}`
 (`cmgems finetune --pack SPEC`, `cmgems baseline --pack SPEC`). A bad run fails alone: the pack runs
@@ -21,6 +23,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
 import typing
 from dataclasses import dataclass
@@ -133,39 +136,85 @@ def content_digest(path: str) -> str:
         raise CmgemsError(f"{path}: cannot read ({err.strerror})") from None
 
 
-def _copy_run(entry: Path, out: str) -> dict:
-    """Copy a cache entry's files (its digest aside) into `out` atomically; returns the run's record."""
+def _copy_run(entry: Path, files: Sequence[str], out: str) -> None:
+    """Copy the `files` of a cache entry into `out` atomically."""
     with atomic_output(out, directory=True) as tmp:
-        for name in sorted(files_under(entry) - {DIGEST}):
+        for name in files:
             shutil.copyfile(entry / name, tmp / name)
-    return json.loads((Path(out) / RECORD).read_text())
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """{name: SHA-256} of every file in a run's folder (what a cache entry records of its files)."""
+    return {name: content_digest(str(folder / name)) for name in sorted(files_under(folder) - {DIGEST})}
+
+
+def _read_entry(entry: Path) -> dict | None:
+    """The digest record of a cache entry (None when there is no entry); CmgemsError when it is
+    unreadable or lacks the digests of the entry's files (an entry written before entries held them)."""
+    if not os.path.lexists(entry):
+        return None
+    try:
+        stored = json.loads((entry / DIGEST).read_text())
+    except (OSError, ValueError) as err:
+        raise CmgemsError(f"{entry / DIGEST}: unreadable ({err})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("files"), dict) or RECORD not in stored["files"]:
+        raise CmgemsError(f"{entry / DIGEST}: records no digest of the entry's files (an entry of an older cmgems?)")
+    return stored
+
+
+def _verified_record(entry: Path, files: dict[str, str]) -> dict:
+    """The run's record in a cache entry once its files are exactly those of `files` ({name: SHA-256}),
+    each with that digest; CmgemsError naming the first that is not."""
+    present = files_under(entry) - {DIGEST}
+    for name in sorted(present | files.keys()):
+        if name not in present:
+            raise CmgemsError(f"{entry / name}: missing")
+        if name not in files:
+            raise CmgemsError(f"{entry / name}: not a file the entry was written with")
+        if content_digest(str(entry / name)) != files[name]:
+            raise CmgemsError(f"{entry / name}: its content differs from what was cached (damaged or edited)")
+    try:
+        record = json.loads((entry / RECORD).read_text())
+    except (OSError, ValueError) as err:
+        raise CmgemsError(f"{entry / RECORD}: unreadable ({err})") from None
+    if not isinstance(record, dict):
+        raise CmgemsError(f"{entry / RECORD}: not a JSON object")
+    return record
 
 
 def restore(run: Run, digest: str) -> dict | None:
     """The run's record, copied with its files from its cache entry into `out`, when the entry holds
-    a finished run of this digest; None otherwise."""
+    a finished run of this digest whose files are intact; None otherwise (a damaged entry is named in
+    the log; the recomputed run replaces it)."""
     entry = Path(run.cache)
     try:
-        stored = json.loads((entry / DIGEST).read_text())["digest"]
-    except (OSError, ValueError, KeyError, TypeError):
+        stored = _read_entry(entry)
+        if stored is None:
+            return None
+        if stored.get("digest") != digest:
+            log.info("%s: the cache entry is of other settings or inputs; recomputing", entry)
+            return None
+        record = _verified_record(entry, stored["files"])
+    except CmgemsError as err:
+        log.warning("%s: damaged cache entry, discarded: %s; recomputing", entry, err)
         return None
-    if stored != digest:
-        log.info("%s: the cache entry is of other settings or inputs; recomputing", entry)
-        return None
-    return _copy_run(entry, run.out)
+    _copy_run(entry, sorted(stored["files"]), run.out)
+    return record
 
 
 def save(run: Run, digest: str | None, write: Callable[[Path], dict]) -> dict:
     """Write a computed run (`write(folder)` writes its files and returns its record) into `out`,
     through its cache entry when it has one (the entry first, so that a kill in between leaves a
-    finished entry)."""
+    finished entry, whose digest file records its files' digests)."""
     if run.cache is None:
         with atomic_output(run.out, directory=True) as tmp:
             return write(tmp)
     with atomic_output(run.cache, directory=True) as tmp:
-        write(tmp)
-        (tmp / DIGEST).write_text(json.dumps({"digest": digest, "inputs": run.inputs}) + "\n")
-    return _copy_run(Path(run.cache), run.out)
+        record = write(tmp)
+        files = _file_digests(tmp)
+        (tmp / DIGEST).write_text(json.dumps({"digest": digest, "inputs": run.inputs, "files": files}) + "\n")
+    _copy_run(Path(run.cache), sorted(files), run.out)
+    return record
 
 
 def run_pack(runs: Sequence[Run], compute: Callable[[int], Callable[[Path], dict]]) -> list[dict]:

@@ -383,13 +383,18 @@ def token_ranks(pmi_path: str | Path, k: int) -> np.ndarray:
     """Rank of each token id's k-mer in a PMI table, int64 (kmers.vocab_size(k),).
 
     k-mers absent from the table and the special ids get (number of ranked k-mers + 1), i.e. last.
-    Lower rank = higher ranking score (norm_pmi) = masked first.
+    Lower rank = higher ranking score (norm_pmi) = masked first. A table that leaves every k-mer tied
+    (none ranked, as when min_count keeps none) is a CmgemsError: PMI-guided masking would not be.
     """
     table = read_parquet(pmi_path, ["ngram", "n", "rank"], "columns ngram, n, rank of a PMI table")
     rows = table.filter(pc.equal(table.column("n"), k))
     ranks = np.full(kmers.vocab_size(k), len(rows) + 1, dtype=np.int64)
     codes = ngram_codes(rows.column("ngram").combine_chunks(), k, where=str(pmi_path))
     ranks[count_code_to_token_id(codes, k)] = rows.column("rank").to_numpy()
+    if len(np.unique(ranks[kmers.NUM_SPECIAL :])) < 2:
+        raise CmgemsError(f"{pmi_path}: every {k}-mer has the same rank ({len(rows)} {k}-mer(s) in the table), so "
+                          f"PMI-guided masking would be random masking; lower pmi.min_count (or count more sequence: "
+                          f"pmi.contigs) and rerun")
     return ranks
 
 

@@ -13,6 +13,8 @@ to floating-point summation order (and dropout streams, which are per process).
 
 Stopping: SIGTERM, SIGUSR1 or SIGINT to any process asks every process to stop; they agree at the
 end of the step, checkpoint that step, and exit with 128 + the signal, which Snakemake retries.
+A checkpoint holds the metrics rows so far and the log interval begun (`Meter`), so a resumed run
+logs the rows of an uninterrupted one, whatever became of metrics.running.csv.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -38,7 +39,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from cmgems import distributed, flops, kmers, masking, models, pmi
-from cmgems.atomic import atomic_output, write_json
+from cmgems.atomic import atomic_output, open_unfollowed, write_json
 from cmgems.batches import STOP_SIGNALS, MaskedSteps, StepLayout, loader, mask_ids, start_workers
 from cmgems.checkpoint import Checkpoints, RunLock, check_same_run
 from cmgems.cli import add_settings, option
@@ -135,17 +136,21 @@ class MaskedLMObjective(torch.nn.Module):
 
 class Meter:
     """Training metrics of the current log interval: sums on the device (read once, at the log), counts
-    and the clock on the host. Time spent `paused` (checkpoints, saved models) is not training time."""
+    and the clock on the host. Time spent `paused` (checkpoints, saved models) is not training time.
+    A checkpoint saves the interval so far (`read`), so that the row logged after a resume sums the
+    same steps as an uninterrupted run's."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.reset()
 
-    def reset(self) -> None:
-        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.masked = self.tokens = self.squared_lengths = 0
-        self.started, self.excluded = time.perf_counter(), 0.0
+    def reset(self, window: dict | None = None) -> None:
+        """Start an interval: empty, or continuing a saved one (`read`'s global sums, on one process)."""
+        window = window or {"loss_sum": 0.0, "correct": 0, "masked": 0, "tokens": 0, "squared_lengths": 0, "seconds": 0.0}
+        self.loss = torch.tensor(window["loss_sum"], dtype=torch.float64, device=self.device)
+        self.correct = torch.tensor(int(window["correct"]), dtype=torch.int64, device=self.device)
+        self.masked, self.tokens, self.squared_lengths = (int(window[k]) for k in ("masked", "tokens", "squared_lengths"))
+        self.started, self.excluded = time.perf_counter() - window["seconds"], 0.0
 
     @contextlib.contextmanager
     def paused(self):
@@ -186,6 +191,8 @@ class Run:
     step: int = 0
     totals: dict = field(default_factory=lambda: {"tokens": 0.0, "train_seconds": 0.0, "flops": 0.0})
     meter: Meter | None = None
+    rows: list[dict] = field(default_factory=list)  # the metrics rows so far (saved in checkpoints)
+    window: dict | None = None  # the log interval the checkpoint resumed from had begun (main process)
 
 
 def token_ranks(s: Settings) -> torch.Tensor | None:
@@ -218,13 +225,23 @@ def dropout_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def build(s: Settings, dist: Dist) -> Run:
-    """Data, masking, model, optimiser and schedule of a fresh run (weights from the seed or init_from)."""
-    vocab = kmers.vocab_size(kmers.check_k(s.k))
+def check_settings(s: Settings) -> None:
+    """CmgemsError naming the option for values that would fail deep inside torch or numpy (or, with
+    --max-steps 0, train nothing)."""
     if s.max_steps < 1 or s.log_every < 1 or s.save_every < 1:
         raise CmgemsError("--max-steps, --log-every and --save-every must be >= 1")
     if s.eval_batch_means < 0:
         raise CmgemsError(f"--eval-batch-means must be >= 0, got {s.eval_batch_means}")
+    if len(s.betas) != 2 or not all(0 <= b < 1 for b in s.betas):
+        raise CmgemsError(f"--betas must be two numbers in [0, 1) (AdamW's decay rates), got {list(s.betas)}")
+    if not 0 <= s.seed < 2**63:
+        raise CmgemsError(f"--seed must be in [0, 2^63), got {s.seed}")
+
+
+def build(s: Settings, dist: Dist) -> Run:
+    """Data, masking, model, optimiser and schedule of a fresh run (weights from the seed or init_from)."""
+    vocab = kmers.vocab_size(kmers.check_k(s.k))
+    check_settings(s)  # (train checks first, before the run folder is made)
     layout = StepLayout(s.sequences_per_step, s.batch_size, dist.world_size, dist.rank)
     corpus = TrainingSequences(s.corpus)
     ranks = token_ranks(s)
@@ -269,11 +286,16 @@ def resume(run: Run) -> None:
         return
     state, where = found
     check_same_run(json.loads(state["identity"]), run.identity, run.checkpoints.directory)
+    if "rows" not in state:
+        raise CmgemsError(f"{where} was written by an older cmgems, without the run's metrics rows; "
+                          f"delete {run.checkpoints.directory} to start the run over")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.strategy.load_state_dict(json.loads(state["strategy"]))
     run.step, run.totals = int(state["step"]), dict(state["totals"])
+    run.rows = [dict(row) for row in state["rows"]]
+    run.window = dict(state["window"]) if run.dist.main else None  # the global sums, counted once
     if state["world_size"] == run.dist.world_size:
         own = state["rng"][run.dist.rank]
         torch.set_rng_state(own["torch"])
@@ -395,14 +417,16 @@ def validate(run: Run) -> dict:
 
 
 def save_checkpoint(run: Run) -> None:
-    """Every process's RNG state to the main process, which writes the checkpoint; all wait for it."""
+    """Every process's RNG state to the main process, which writes the checkpoint (with the metrics rows
+    and the log interval so far, global); all wait for it."""
     rng = distributed.gather(rng_state(run.dist), run.dist)
+    window = run.meter.read(run.dist)
     if run.dist.main:
         run.checkpoints.save(run.step, {
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "strategy": json.dumps(run.strategy.state_dict()),
             "rng": rng, "world_size": run.dist.world_size, "step": run.step, "totals": run.totals,
-            "identity": json.dumps(run.identity),
+            "identity": json.dumps(run.identity), "rows": run.rows, "window": window,
         })
     distributed.barrier(run.dist)
 
@@ -419,28 +443,33 @@ def save_model(run: Run, path: Path) -> None:
     models.save_folder(path, run.model, run.s.k, run.s.max_positions, run.s.tokenizer)
 
 
+def write_rows(f, rows: list[dict], header: bool = False) -> None:
+    """Metrics rows as CSV lines (None as an empty cell)."""
+    writer = csv.DictWriter(f, METRIC_FIELDS)
+    if header:
+        writer.writeheader()
+    writer.writerows({k: "" if row.get(k) is None else row[k] for k in METRIC_FIELDS} for row in rows)
+
+
 class LogWriter:
-    """What the main process writes as training goes: metrics.running.csv (truncated to the resumed
-    step), TensorBoard scalars and a progress bar."""
+    """What the main process writes as training goes: metrics.running.csv (the resumed checkpoint's rows,
+    then a row per log; never through a link), TensorBoard scalars and a progress bar."""
 
     def __init__(self, run: Run):
         out = Path(run.s.out)
         self.path = out / "metrics.running.csv"
-        rows = []
-        if run.step and self.path.exists():
-            with self.path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= run.step]
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        with open_unfollowed(self.path, "w") as f:
+            write_rows(f, run.rows, header=True)
+        if (out / "tensorboard").is_symlink():
+            raise CmgemsError(f"{out / 'tensorboard'}: is a symbolic link; cmgems writes this folder itself and does not "
+                              "write through links (delete the link)")
         self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=run.step + 1)
         self.bar = tqdm(total=run.s.max_steps, initial=run.step, unit="step", dynamic_ncols=True,
                         mininterval=0.5 if os.isatty(2) else 30)  # a log file gets a line every 30 s
 
     def write(self, row: dict) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, METRIC_FIELDS).writerow({k: "" if row.get(k) is None else row[k] for k in METRIC_FIELDS})
+        with open_unfollowed(self.path, "a") as f:
+            write_rows(f, [row])
         for key in METRIC_FIELDS[1:]:
             if isinstance(row.get(key), float):
                 self.tensorboard.add_scalar(key, row[key], row["step"])
@@ -453,18 +482,23 @@ class LogWriter:
 
 
 class StopRequest:
-    """SIGTERM, SIGUSR1 or SIGINT ask for a stop at the end of the step (a second SIGINT interrupts).
-    The data workers ignore them (`batches.start_workers`): this process decides."""
+    """SIGTERM, SIGUSR1 or SIGINT ask for a stop at the end of the step. The data workers ignore them
+    (`batches.start_workers`): this process decides. On a cluster a rank gets each signal twice (to
+    the job step's processes, then from torchrun), so a repeat within REPEAT_S is the same request; a
+    SIGINT later than that (a second Ctrl-C) interrupts at once."""
+
+    REPEAT_S = 10.0
 
     def __init__(self):
-        self.signum = 0
+        self.signum, self.first = 0, 0.0
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.signum:
+        if not self.signum:
+            self.signum, self.first = signum, time.monotonic()
+        elif signum == signal.SIGINT and time.monotonic() - self.first > self.REPEAT_S:
             raise KeyboardInterrupt
-        self.signum = self.signum or signum
 
 
 @contextlib.contextmanager
@@ -483,17 +517,17 @@ def run_folder_lock(out: Path, dist: Dist):
 
 
 def finish(run: Run, writer: LogWriter | None) -> dict:
-    """The main process saves the model, metrics.csv and summary.json; returns the summary."""
+    """The main process saves the model, metrics.csv (the run's rows, those of the checkpoint resumed
+    from included) and summary.json; returns the summary."""
     if not run.dist.main:
         return {}
     s, out = run.s, Path(run.s.out)
     writer.close()
     save_model(run, out / MODEL_FOLDER)
-    with atomic_output(out / CURVES) as tmp:
-        shutil.copy2(out / "metrics.running.csv", tmp)
-    with (out / CURVES).open() as f:
-        rows = list(csv.DictReader(f))
-    evaluated = [r for r in rows if r["val_ppl"]]
+    rows = run.rows
+    with atomic_output(out / CURVES) as tmp, tmp.open("w", newline="") as f:
+        write_rows(f, rows, header=True)
+    evaluated = [r for r in rows if r.get("val_ppl") is not None]
     seconds = run.totals["train_seconds"]
     summary = {
         "kind": "pretraining", **s.meta, "model": s.model, "masking": s.masking, "steps": s.max_steps,
@@ -537,6 +571,7 @@ def log_and_validate(run: Run, writer: LogWriter | None) -> None:
         row = {"step": run.step, **interval_metrics(run)}
         if evaluates:
             row.update(validate(run))
+        run.rows.append(row)
         if writer:
             writer.write(row)
         run.meter.reset()
@@ -564,6 +599,7 @@ def checkpoint_or_stop(run: Run, stop: StopRequest) -> None:
 
 def train(s: Settings) -> dict:
     """Run (or resume) one pretraining run; returns the summary written to `out/summary.json`."""
+    check_settings(s)  # before the run folder is locked (created)
     stop = StopRequest()  # from the start: a stop signal never kills a process mid-write
     dist = distributed.setup(s.gpus)
     if s.threads:
@@ -575,7 +611,7 @@ def train(s: Settings) -> dict:
             batches = cleanup.enter_context(contextlib.closing(Batches(run)))
             writer = cleanup.enter_context(contextlib.closing(LogWriter(run))) if dist.main else None
             announce(run)
-            run.meter.reset()
+            run.meter.reset(run.window)
             while run.step < s.max_steps:
                 train_step(run, batches.next())
                 log_and_validate(run, writer)

@@ -38,12 +38,15 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------------------ genomes
+DOWNLOADED_GENOME = "resources/genomes/{genome}.fa.gz"  # rule download_genome's output
+
+
 def genome_fasta(wildcards):
     entry = config["genomes"][wildcards.genome]
     return (
         entry["path"]
         if "path" in entry
-        else f"resources/genomes/{wildcards.genome}.fa.gz"
+        else DOWNLOADED_GENOME.format(genome=wildcards.genome)
     )
 
 
@@ -113,6 +116,14 @@ def torch_env(resources):
 PRETRAIN_RESOURCES = stage_resources(
     "pretrain", PRE, gpu=0, nodes=1, cpus_per_task=2, mem_mb=8000, runtime=60
 )
+if PRETRAIN_RESOURCES["nodes"] > 1:
+    # A multi-node job runs in the batch step of its SLURM job (the plugin's `mpi` jobs), one task per node:
+    # SLURM's stop signals reach every step but the batch one, so launch.sh's srun and the trainers
+    # get them while Snakemake and launch.sh wait for the checkpoint (in the plugin's own srun step,
+    # srun would kill its tasks at once). tasks_per_gpu 0: no --ntasks-per-gpu from `tasks`.
+    PRETRAIN_RESOURCES.update(
+        mpi="srun", tasks=PRETRAIN_RESOURCES["nodes"], tasks_per_gpu=0
+    )
 GUE_RESOURCES = stage_resources(
     "gue", GUE, gpu=0, cpus_per_task=1, mem_mb=4000, runtime=60
 )
@@ -298,6 +309,57 @@ def fewshot_source(wildcards):
     return spec["pool"]
 
 
+# ---------------------------------------------------------------------- linked outputs
+# Snakemake writes logs, benchmarks and outputs through a symbolic link, and deletes an output below a
+# linked folder: a link where the plan writes could send either outside the project. So, before any
+# job runs, a link below the folders the rules write is refused (the folders themselves may be links,
+# e.g. results/ on a scratch disk), and so is a downloaded file that is a link. Only existing paths
+# can be links: one scandir per existing folder, cheap beside the DAG even for the paper grid.
+OUTPUT_FOLDERS = (layout.ROOT, "logs", "benchmarks/out", layout.PACK_CACHE)
+
+
+class PlanError(Exception):
+    """The working directory cannot take the plan's outputs safely: found when the DAG is built."""
+
+
+def links_under(folder):
+    """The symbolic links below `folder`, none followed."""
+    todo = [folder] if os.path.isdir(folder) else []
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    yield entry.path
+                elif entry.is_dir():
+                    todo.append(entry.path)
+
+
+def downloads():
+    """The files the download rules write, outside OUTPUT_FOLDERS."""
+    files = [
+        DOWNLOADED_GENOME.format(genome=g)
+        for g, entry in config["genomes"].items()
+        if "url" in entry
+    ]
+    return files + list(FETCHED) + (all_gue_files() if "url" in GUE else [])
+
+
+def check_no_linked_outputs():
+    """PlanError naming the first symbolic link where the plan writes, and where it points."""
+    links = (link for folder in OUTPUT_FOLDERS for link in links_under(folder))
+    link = next(links, None) or next(filter(os.path.islink, downloads()), None)
+    if link is not None:
+        raise PlanError(
+            f"{link}: is a symbolic link (to {os.readlink(link)}), where the workflow writes or deletes "
+            f"outputs, which could then land outside the project; replace it with a real file or folder "
+            f"(only the folders {', '.join(OUTPUT_FOLDERS)} themselves may be links)"
+        )
+
+
+if workflow.is_main_process:  # once, not in every cluster job
+    check_no_linked_outputs()
+
+
 # ----------------------------------------------------------------------- final targets
 def report_inputs():
     """What the report reads: the grid's pretraining summaries and curves, evaluation runs, PMI
@@ -330,7 +392,7 @@ def report_outputs():
 
 def all_run_outputs():
     """Every file of every run the grid declares (models, pretraining records, evaluation runs), as
-    targets of `rule all`: a deleted one is made again by the next `snakemake`, and the report after it.
+    targets of the `all` rule: a deleted one is made again by the next `snakemake`, and the report after it.
     (Behind an up-to-date report alone, Snakemake would not look at them.)"""
     files = [model.checkpoint() for model in GRID.pretrained]
     files += [

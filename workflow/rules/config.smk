@@ -3,6 +3,7 @@
 # file and line); nothing is written.
 import collections.abc
 import math
+import re
 from pathlib import Path
 
 import jsonschema
@@ -143,6 +144,12 @@ def check_semantics():
         raise ConfigError(
             f"corpus.min_tokens ({corpus['min_tokens']}) exceeds corpus.max_tokens ({corpus['max_tokens']})"
         )
+    random_max = corpus["random_max_tokens"]
+    if random_max and not corpus["min_tokens"] <= random_max <= corpus["max_tokens"]:
+        raise ConfigError(
+            f"corpus.random_max_tokens ({random_max}) is not between corpus.min_tokens "
+            f"({corpus['min_tokens']}) and corpus.max_tokens ({corpus['max_tokens']}); 0 means max_tokens"
+        )
     if corpus["max_tokens"] + 2 > positions:
         raise ConfigError(
             f"corpus.max_tokens ({corpus['max_tokens']}) + [CLS] and [SEP] exceeds max_positions "
@@ -176,8 +183,47 @@ def check_semantics():
                 )
 
 
+def pooled_shots(where, key):
+    """A `pooled` key as shots per class: YAML gives 10, or '10' when quoted; anything else (ten, 10.5,
+    0, yes) is refused rather than read as another number or left to fail as a traceback.
+    """
+    if type(key) not in (int, str) or not re.fullmatch(r"[1-9][0-9]*", str(key)):
+        raise ConfigError(
+            f"{where}: key {key!r} is not a number of shots (a positive integer: shots per class)"
+        )
+    return int(key)
+
+
+def check_fewshot_shots():
+    """The shot sizes a few-shot dataset supplies (its `shots`, else its `pooled` keys) are all among
+    fewshot.shots, which limits them: a size outside it would silently get no runs."""
+    grid = config["fewshot"]["shots"]
+    for name, dataset in config["fewshot"]["datasets"].items():
+        where = f"fewshot.datasets.{name}"
+        pooled = [pooled_shots(f"{where}.pooled", k) for k in dataset.get("pooled", {})]
+        if len(set(pooled)) < len(pooled):
+            raise ConfigError(
+                f"{where}.pooled: a number of shots is given twice ({pooled})"
+            )
+        key, supplied = (
+            (f"{where}.shots", dataset["shots"])
+            if "shots" in dataset
+            else (f"{where}.pooled", pooled)
+        )
+        unused = sorted(set(supplied) - set(grid))
+        if unused:
+            raise ConfigError(
+                f"{key}: {unused} not among fewshot.shots ({grid}), so no run would use them; "
+                "add them to fewshot.shots or remove them here"
+            )
+        unsupplied = sorted(set(supplied) - set(pooled)) if pooled else []
+        if unsupplied:
+            raise ConfigError(f"{key}: {unsupplied} has no file in {where}.pooled")
+
+
 check_duplicate_keys(workflow.configfiles)
 check_finite(config)
 check_alternatives()
 check_schema()
 check_semantics()
+check_fewshot_shots()

@@ -1,4 +1,6 @@
 # `cmgems pretrain`: one masked-language-model pretraining run per (genome, model, masking, steps).
+# The shell execs launch.sh: a stop signal to the job (scancel, --signal) must not end the shell
+# before the trainer has checkpointed (README, "Stops and checkpoints").
 
 
 rule pretrain:
@@ -34,13 +36,13 @@ rule pretrain:
         k=K,
         positions=config["max_positions"],
         seed=PRE["seed"],
-        gpus=PRETRAIN_RESOURCES.get("gpu", 0),
+        gpus=gpus_per_node(PRETRAIN_RESOURCES),
         processes=pretrain_processes_per_node(),
         shutdown=PRE["shutdown_timeout"],
     shell:
         "CMGEMS_NODES={resources.nodes} CMGEMS_PROCS_PER_NODE={params.processes} "
         "CMGEMS_CPUS_PER_TASK={resources.cpus_per_task} CMGEMS_SHUTDOWN_TIMEOUT={params.shutdown} "
-        "bash {params.launch:q} pretrain "
+        "exec bash {params.launch:q} pretrain "
         "--corpus {input.corpus:q} --pmi {input.pmi:q} --tokenizer {input.tokenizer:q} "
         "--out {params.run:q} --model {wildcards.model} --masking {wildcards.masking} "
         "--masking-options {params.options:q} --max-steps {wildcards.steps} --k {params.k} "

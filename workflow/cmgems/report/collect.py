@@ -1,12 +1,16 @@
 """What the report reads, each from the folder the results layout gives a declared run: GUE and
 few-shot records, pretraining summaries and curves, PMI tables, the validation corpus, and the
 published numbers. Nothing else under the results root is read, so runs of an earlier configuration
-never reach the report. MCC and the other metrics are fractions here."""
+never reach the report. What is read is checked: a record must be of the run whose folder holds it
+and its metrics numbers (a run with a NaN or infinite metric is left out, with a warning naming it,
+so that every count is of the runs the means use); a published value must be a number. MCC and the
+other metrics are fractions here."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -32,21 +36,65 @@ def read_json(path: Path) -> dict:
         raise CmgemsError(f"{path}: cannot read JSON: {err}") from err
 
 
-def _run_row(path: Path, doc: dict, kind: str) -> dict:
-    """One flat row of `collect_runs` from a metrics.json document."""
-    needed = ["model", "masking", "metrics"] + (["task"] if kind == layout.GUE else ["dataset", "shots"])
-    missing = [k for k in needed if k not in doc]
-    if "mcc" not in doc.get("metrics", {}):
-        missing.append("metrics.mcc")
+def declared_identity(run: Run) -> dict:
+    """What a record in the folder of `run` must say it is (the baseline's: layout.BASELINE_MODEL)."""
+    names = {"task": run.task} if run.kind == layout.GUE else {"dataset": run.task, "shots": run.shots}
+    model = (run.model or layout.BASELINE_MODEL)._asdict()
+    return {"kind": run.kind, **model, "steps": int(model["steps"]), **names, "seed": run.seed}
+
+
+def _describe(identity: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in identity.items())
+
+
+def _check_identity(path: Path, doc: dict, run: Run) -> dict:
+    """The declared identity of `run`, once the record `doc` in its folder says the same (kind, genome,
+    steps or seed, which records of older versions may lack, are taken as declared when absent);
+    CmgemsError naming the file and both identities otherwise: a record moved or copied into another
+    run's folder would be reported under its own identity, one run twice and another missing."""
+    expected = declared_identity(run)
+    own = {key: doc.get(key, value) for key, value in expected.items()}
+    differ = {key: value for key, value in own.items() if str(value) != str(expected[key])}
+    if differ:
+        raise CmgemsError(f"{path}: the record says {_describe(differ)}, but its folder is that of the run "
+                          f"{_describe(expected)} (moved or copied from another run's folder?); delete it and run "
+                          "snakemake again to recompute the run")
+    needed = ["model", "masking"] + (["task"] if run.kind == layout.GUE else ["dataset", "shots"])
+    missing = [k for k in needed if k not in doc] + ([] if "metrics" in doc else ["metrics"])
     if missing:
-        raise CmgemsError(f"{path}: {kind} metrics.json lacks key(s) {', '.join(missing)}")
-    row = {
-        "kind": kind, "genome": str(doc.get("genome", "none")), "model": str(doc["model"]),
-        "masking": str(doc["masking"]), "steps": int(doc.get("steps", 0)),
-        "task": doc.get("task"), "dataset": doc.get("dataset"),
-        "shots": int(doc["shots"]) if kind == layout.FEWSHOT else None, "seed": int(doc["seed"]),
-    }
-    row.update({m: float(doc["metrics"][m]) if doc["metrics"].get(m) is not None else np.nan for m in METRICS})
+        raise CmgemsError(f"{path}: {run.kind} metrics.json lacks key(s) {', '.join(missing)}")
+    return expected
+
+
+def _metric_values(path: Path, metrics: object) -> dict[str, float]:
+    """{metric: value} of a record's `metrics`; an undefined AUC (None or absent) is NaN. CmgemsError
+    naming the file and the metric that is missing or not a number."""
+    if not isinstance(metrics, dict):
+        raise CmgemsError(f"{path}: metrics is {metrics!r}, not an object of metrics")
+    values = {}
+    for name in METRICS:
+        value = metrics.get(name)
+        if value is None and name == "auc":
+            value = np.nan
+        elif value is None:
+            raise CmgemsError(f"{path}: metrics.json lacks key(s) metrics.{name}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CmgemsError(f"{path}: metrics.{name} is {value!r}, not a number")
+        values[name] = float(value)
+    return values
+
+
+def _not_finite(metrics: dict) -> list[str]:
+    """The metrics of a record (as checked by `_metric_values`) given as NaN or infinite."""
+    given = {name: metrics.get(name) for name in METRICS}
+    return [f"{name}={value}" for name, value in given.items() if value is not None and not math.isfinite(value)]
+
+
+def _run_row(path: Path, doc: dict, run: Run) -> dict:
+    """One flat row of `collect_runs` from a metrics.json document in the folder of `run`."""
+    identity = _check_identity(path, doc, run)
+    row = {key: identity.get(key) for key in ["kind", *METHOD_KEYS, "task", "dataset", "shots", "seed"]}
+    row.update(_metric_values(path, doc["metrics"]))
     row.update({k: doc.get(k, np.nan) for k in ("n_train", "n_test", "train_seconds")})
     row["path"] = str(path)
     return row
@@ -66,16 +114,24 @@ def collect_runs(root: str | Path, runs: Iterable[Run]) -> pd.DataFrame:
     """One row per declared GUE / few-shot run whose metrics.json exists under `root` (metrics as
     fractions), in the order of their paths.
 
-    Columns: RUN_COLUMNS. The record's own identity wins; where it lacks "kind" or "seed", the
-    declared run's are taken. A record of another kind than its run's is a CmgemsError.
+    Columns: RUN_COLUMNS. A record must be of its declared run (`_check_identity`) and its metrics
+    numbers; a run with a metric that is NaN or infinite is left out, with one warning naming them.
     """
     declared = {Path(run.folder(root)) / layout.RECORD: run for run in runs}
-    rows = []
+    rows, left_out = [], []
     for path in _existing(declared, "runs' metrics.json"):
-        doc, run = read_json(path), declared[path]
-        if doc.setdefault("kind", run.kind) != run.kind:
-            raise CmgemsError(f"{path}: kind {doc['kind']!r} in the folder of a {run.kind} run")
-        rows.append(_run_row(path, {**doc, "seed": doc.get("seed", run.seed)}, run.kind))
+        doc = read_json(path)
+        if not isinstance(doc, dict):
+            raise CmgemsError(f"{path}: not a JSON object")
+        row = _run_row(path, doc, declared[path])
+        bad = _not_finite(doc["metrics"])
+        if bad:
+            left_out.append(f"{path} ({', '.join(bad)})")
+            continue
+        rows.append(row)
+    if left_out:
+        log.warning("%d run(s) left out of every table, their metrics not finite (counts and means are of the "
+                    "runs shown): %s", len(left_out), "; ".join(left_out))
     table = pd.DataFrame(rows, columns=RUN_COLUMNS)
     table["steps"] = table["steps"].astype("int64")
     table["seed"] = table["seed"].astype("int64")
@@ -167,12 +223,39 @@ def read_published(published_dir: str | Path | None) -> dict[str, pd.DataFrame]:
             log.warning("published numbers %s not found; the comparison leaves them out", path or name)
             out[kind] = empty[kind]
             continue
-        table = pd.read_csv(path, comment="#")
+        try:
+            table = pd.read_csv(path, comment="#")
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise CmgemsError(f"{path}: cannot read it as CSV text (UTF-8): {err}") from None
         missing = [c for c in empty[kind].columns if c not in table.columns]
         if missing:
             raise CmgemsError(f"{path}: missing column(s) {', '.join(missing)}")
         if table["source"].isna().any():
-            line = int(table["source"].isna().to_numpy().argmax()) + 2
-            raise CmgemsError(f"{path}: line {line}: every published number needs a source")
-        out[kind] = table
+            raise CmgemsError(f"{path}: line {_line(path, table['source'].isna())}: every published number needs a source")
+        out[kind] = _numeric(path, table, PUBLISHED_NUMBERS[kind])
     return out
+
+
+PUBLISHED_NUMBERS = {"gue": {"mcc_x100": float}, "fewshot": {"shots": int, "value_x100": float}}
+
+
+def _line(path: Path, bad: pd.Series) -> int:
+    """The line of `path` that holds the first row where `bad` is true (the header and lines left
+    blank or commented out by `read_csv(comment="#")` counted)."""
+    lines = [n for n, text in enumerate(path.read_text().splitlines(), start=1) if text.split("#")[0].strip()]
+    return lines[int(bad.to_numpy().argmax()) + 1]
+
+
+def _numeric(path: Path, table: pd.DataFrame, columns: dict[str, type]) -> pd.DataFrame:
+    """`table` with `columns` as numbers ({column: float or int}); CmgemsError naming the file, the
+    line and the value of the first that is blank, not a number, not finite or (int) not whole."""
+    for column, kind in columns.items():
+        numbers = pd.to_numeric(table[column], errors="coerce").astype(float)
+        bad = ~np.isfinite(numbers) | ((numbers % 1 != 0) if kind is int else False)
+        if bad.any():
+            value = table[column][bad].iloc[0]
+            shown = repr(value) if isinstance(value, str) else str(value)
+            what = "is blank" if pd.isna(value) else f"{shown} is not {'a whole' if kind is int else 'a finite'} number"
+            raise CmgemsError(f"{path}: line {_line(path, bad)}: {column} {what}")
+        table[column] = numbers.astype(kind) if kind is int else numbers
+    return table
