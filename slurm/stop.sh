@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Stop the single-node SLURM cluster that slurm/start.sh started in STATE_DIR: cancel its jobs,
-# stop slurmd, slurmctld and munged by the PIDs in STATE_DIR, then remove STATE_DIR.
+# Stop the SLURM cluster that slurm/start.sh started in STATE_DIR: cancel its jobs, stop its slurmd's,
+# slurmctld and munged by the PIDs in STATE_DIR, end what is left in its nodes' network namespaces,
+# remove those namespaces (and with them its link: the bridge and every veth) and the link at the
+# default config path, then remove STATE_DIR.
 #
 #   slurm/stop.sh [--keep] [STATE_DIR]   # --keep: leave STATE_DIR (logs, config) in place
 #
-# Safe to run when nothing is running; only processes whose PID files are in STATE_DIR are touched.
+# Safe to run when nothing is running, and twice; only processes whose PID files are in STATE_DIR,
+# and processes inside the namespaces named in STATE_DIR/netns, are touched.
 set -euo pipefail
 
 KEEP=0
@@ -15,22 +18,31 @@ export PATH="$PATH:/usr/sbin:/sbin"
 STATE=$(cd "$STATE" && pwd -P)
 export SLURM_CONF=$STATE/slurm.conf
 
-pid_of() {  # pid_of NAME: the PID in $STATE/NAME.pid if it is a running NAME process
+pid_of() {  # pid_of NAME: the PID in $STATE/NAME.pid if it is a running process named NAME up to its first '-'
     local pid
     pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${1%%-*}" ] && echo "$pid"
 }
 
-stop() {  # stop NAME: TERM, then KILL after 10 s
-    local pid
-    pid=$(pid_of "$1") || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
+end() {  # end LABEL PID...: TERM, then KILL what is left after 10 s
+    local label=$1 pid left
+    shift
+    [ "$#" -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null || true
     for _ in $(seq 1 100); do
-        [ -d "/proc/$pid" ] || return 0
+        left=()
+        for pid in "$@"; do [ ! -d "/proc/$pid" ] || left+=("$pid"); done
+        [ "${#left[@]}" -gt 0 ] || return 0
         sleep 0.1
     done
-    echo "slurm/stop.sh: $1 ($pid) ignored TERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
+    echo "slurm/stop.sh: $label (${left[*]}) ignored TERM; killing" >&2
+    kill -KILL "${left[@]}" 2>/dev/null || true
+}
+
+stop() {  # stop NAME: the daemon of $STATE/NAME.pid
+    local pid
+    pid=$(pid_of "$1") || return 0
+    end "$1" "$pid"
 }
 
 # Jobs first, while slurmctld and slurmd can still end them (job steps outlive slurmd otherwise).
@@ -45,7 +57,19 @@ if pid_of slurmctld >/dev/null && [ -f "$SLURM_CONF" ]; then
         done
     fi
 fi
-stop slurmd
+for pidfile in "$STATE"/slurmd*.pid; do
+    [ ! -e "$pidfile" ] || stop "$(basename "$pidfile" .pid)"
+done
+# The nodes' namespaces (several nodes): whatever still runs in them (a job step that outlived its
+# slurmd) is ours; deleting a namespace deletes its end of each veth, and so the pair, and the bridge.
+if [ -s "$STATE/netns" ]; then
+    while read -r ns; do
+        [ -e "/run/netns/$ns" ] || continue
+        # shellcheck disable=SC2046
+        end "processes in $ns" $(ip netns pids "$ns" 2>/dev/null)
+        ip netns del "$ns"
+    done <"$STATE/netns"
+fi
 stop slurmctld
 stop munged
 SYSCONF=${CMGEMS_SLURM_SYSCONF:-/etc/slurm/slurm.conf}
