@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain import ENV, STEPS, checkpoint_step, pretrain_args, relative_l2, weights, write_corpus
+from test_pretrain import (ENV, STEPS, checkpoint_step, pretrain_args, relative_l2, wait_for_first_checkpoint,
+                           weights, write_corpus)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "workflow" / "scripts" / "launch.sh"
@@ -31,11 +31,7 @@ def launch(args: list[str], processes: int, log: Path, signum: int | None = None
         proc = subprocess.Popen(["bash", str(LAUNCH), *args], stdout=subprocess.DEVNULL, stderr=err, env=env,
                                 start_new_session=True)
         if signum is not None:
-            deadline = time.time() + 300
-            while not (out / "checkpoint" / "latest").exists():
-                assert proc.poll() is None, "the run ended before its first checkpoint:\n" + log.read_text()[-3000:]
-                assert time.time() < deadline, "no checkpoint appeared"
-                time.sleep(0.005)
+            wait_for_first_checkpoint(proc, out, log.read_text)
             os.killpg(proc.pid, signum)
         proc.wait(timeout=600)
     return subprocess.CompletedProcess(proc.args, proc.returncode, "", log.read_text())

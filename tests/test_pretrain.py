@@ -407,14 +407,19 @@ def rank_pid(torchrun_pid: int, rank: int) -> int:
     raise AssertionError(f"no rank {rank} process under {torchrun_pid}")
 
 
+def wait_for_first_checkpoint(proc: subprocess.Popen, out: Path, output=lambda: "") -> None:
+    """Wait until run `out` has a checkpoint; fail if `proc` ends first (with `output()`) or after 300 s."""
+    deadline = time.time() + 300
+    while not (out / "checkpoint" / "latest").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint:\n" + output()[-3000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+
+
 def start_and_signal(cmd: list[str], out: Path, how: int, target=lambda proc: proc.pid) -> subprocess.CompletedProcess:
     """Start `cmd`, send `how` to target(proc) once the first checkpoint exists, wait for the exit."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-    deadline = time.time() + 300
-    while not (out / "checkpoint" / "latest").exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint: " + proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
+    wait_for_first_checkpoint(proc, out, lambda: proc.stderr.read().decode())
     os.kill(target(proc), how)
     _, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(cmd, proc.returncode, "", err.decode())
