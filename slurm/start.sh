@@ -284,16 +284,18 @@ else
             sh "$STATE/hosts" "$node" "$CONF" || die "slurmd of $node did not start (see $STATE/slurmd-$node.log)"
     done
 fi
-for _ in $(seq 1 60); do
+for i in $(seq 1 60); do
     if nodes_ready; then
         say "cluster up: node(s) $NODE_LIST (each $CPUS CPUs, $MEM MB), $GPUS placeholder GPUs on ${NAMES[0]}, partition $PARTITION, state in $STATE"
         echo "SLURM_CONF=$CONF"
         exit 0
     fi
+    sleep 0.5
+    # a daemon writes its PID file after it has forked: judge it only after a grace of 2 s
+    [ "$i" -ge 4 ] || continue
     alive slurmctld || die "slurmctld exited: $(tail -n 5 "$STATE/slurmctld.log" 2>/dev/null)"
     for node in "${NAMES[@]}"; do
         alive "slurmd-$node" || die "slurmd of $node exited: $(tail -n 5 "$STATE/slurmd-$node.log" 2>/dev/null)"
     done
-    sleep 0.5
 done
 die "the nodes did not come up within 30 s: $(sinfo -N 2>&1 | tail -n 3); logs in $STATE"
