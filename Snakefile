@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/genome.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/pmi.smk"

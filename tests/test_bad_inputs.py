@@ -4,6 +4,8 @@ Every case checks that the stage refuses with that message (a CmgemsError, or th
 exit status and the one-line message), that the message names the file or argument at fault, that
 nothing is left behind (no output, no temporary) and that the user's files are untouched: the whole
 test folder, user files included, is byte-for-byte what it was before the call.
+
+The matrix holds 154 cases (test_the_matrix_says_how_many_cases_it_holds keeps the count true).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import bz2
 import gzip
 import hashlib
 import json
+import math
 import random
 import re
 import shutil
@@ -555,6 +558,43 @@ PRETRAIN_CLI = [
 ]
 
 
+INIT_FROM = table(
+    Case("init-from-4mers", model_folder(lambda f: vocab_size(f, 261)),
+         r"init_from .*model: vocab_size 261 is not the run's 4101 \(5 \+ 4\^k tokens for its k\); it is the "
+         r"vocabulary of 4-mers: set k: 4"),
+    Case("init-from-no-kmers", model_folder(lambda f: vocab_size(f, 30522)),
+         r"vocab_size 30522 is not the run's 4101 .*; it is no k-mer vocabulary"),
+    Case("init-from-fewer-positions", model_folder(lambda f: edit_json(f / "config.json", max_position_embeddings=128)),
+         r"init_from .*model: 128 positions, fewer than the run's max_positions 512"),
+    Case("init-from-no-config", model_folder(lambda f: (f / "config.json").unlink() or f),
+         r"init_from .*model: not a Hugging Face model directory \(no config.json\)"),
+    Case("init-from-config-not-json", model_folder(lambda f: put(f / "config.json", "{vocab")),
+         r"init_from .*config.json: cannot read vocab_size and max_position_embeddings"),
+    Case("init-from-config-without-vocab", model_folder(lambda f: put(f / "config.json", '{"model_type": "bert"}')),
+         r"init_from .*config.json: cannot read vocab_size .*KeyError\('vocab_size'\)"),
+)
+
+
+def edit_json(path: Path, **values) -> Path:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+    return path
+
+
+@INIT_FROM
+def test_init_from_checkpoints(tmp_path, monkeypatch, capsys, tiny_model, case):
+    """A checkpoint to continue pretraining from whose vocabulary is not the run's k (every token id would be
+    read as another k-mer) or with fewer positions is refused before the run folder is made."""
+    monkeypatch.chdir(tmp_path)
+    user_files(tmp_path)
+    args = case.make(tmp_path, tiny_model)
+    before = snapshot(tmp_path)
+    assert cli.main(["pretrain", "--corpus", "corpus", "--out", "run", "--model", "tiny", "--k", "6",
+                     "--init-from", str(args["model"])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cmgems pretrain: error: ") and re.search(case.error, err), err
+    assert str(args["model"]) in err and "Traceback" not in err and snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("argv, error", [c[1:] for c in PRETRAIN_CLI], ids=[c[0] for c in PRETRAIN_CLI])
 def test_pretrain_arguments(tmp_path, monkeypatch, capsys, argv, error):
     """Refused before the run folder is made (or the corpus read)."""
@@ -657,3 +697,19 @@ GENOME_BOM = table(
 @GENOME_BOM
 def test_genome_byte_order_marks(tmp_path, case):
     test_genome_contigs(tmp_path, case)
+
+
+# ------------------------------------------------------------------------------ the matrix's size
+def matrix_cases() -> int:
+    """How many cases this module's tests run: each test function, times its parametrizations."""
+    total = 0
+    for name, test in globals().items():
+        if name.startswith("test_") and callable(test) and name != "test_the_matrix_says_how_many_cases_it_holds":
+            sizes = [len(mark.args[1]) for mark in getattr(test, "pytestmark", []) if mark.name == "parametrize"]
+            total += math.prod(sizes)
+    return total
+
+
+def test_the_matrix_says_how_many_cases_it_holds():
+    stated = re.search(r"The matrix holds (\d+) cases", __doc__)
+    assert stated and int(stated.group(1)) == matrix_cases(), f"update the docstring: {matrix_cases()} cases"

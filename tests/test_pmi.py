@@ -55,7 +55,7 @@ def brute_pmi(word: str, counts: dict[int, Counter], definition: str) -> tuple[f
 
     def logp(part: str) -> float:
         c = counts.get(len(part), Counter())[part]
-        total = totals.get(len(part), 0) if definition == "levine" else z
+        total = z if definition == "genemask" else totals.get(len(part), 0)
         return math.log(c) - math.log(total) if c > 0 else -math.inf
 
     n = len(word)
@@ -234,7 +234,7 @@ def test_min_count_filters_rows_but_not_parts(real_segments, definition):
     for r in cut:
         assert r["pmi"] == pytest.approx(full[r["ngram"]]["pmi"])
         assert r["discount"] == pytest.approx(math.log(r["count"]) / (math.log(r["count"]) + math.log(20)))
-        ranked_by = r["pmi"] * r["discount"] if definition == "genemask" else r["pmi"]
+        ranked_by = r["pmi"] * r["discount"] if definition in pmi.DISCOUNTED else r["pmi"]
         assert r["norm_pmi"] == pytest.approx(ranked_by)
     for n in range(2, 7):  # within each n, rank 1.. follows norm_pmi downwards
         rows = sorted((r for r in cut if r["n"] == n), key=lambda r: r["rank"])
@@ -242,7 +242,7 @@ def test_min_count_filters_rows_but_not_parts(real_segments, definition):
         assert all(a["norm_pmi"] >= b["norm_pmi"] for a, b in zip(rows, rows[1:]))
 
 
-def test_levine_ranks_by_pmi_genemask_by_discounted_pmi():
+def test_levine_ranks_by_pmi_npmi_and_genemask_by_discounted_pmi():
     """A frequent pair (GT, count 900) with a lower PMI than rare pairs of rare bases (AA, count 3):
     PMI_n alone ranks GT below them; GeneMask's discount lifts it above."""
     counts = {1: np.array([50, 50, 1000, 1000], dtype=np.int64), 2: np.full(16, 3, dtype=np.int64)}  # A C G T
@@ -251,6 +251,16 @@ def test_levine_ranks_by_pmi_genemask_by_discounted_pmi():
     assert rank["levine"]["AC"] == rank["genemask"]["AC"] == 1
     assert rank["levine"]["GT"] == 5 and rank["levine"]["AA"] == 2  # AA, CA, CC (PMI 1.72) above GT (1.43)
     assert rank["genemask"]["GT"] == 2 and rank["genemask"]["AA"] == 3  # 1.43 x 0.91 beats 1.72 x 0.61
+    assert rank["npmi"]["GT"] == 2 and rank["npmi"]["AA"] == 3  # the papers' normalised PMI: the discount too
+
+
+def test_npmi_is_levine_pmi_times_discount():
+    """npmi scores PMI_n exactly as PMI-Masking does and ranks it by PMI_n x discount."""
+    rng = np.random.default_rng(3)
+    counts = count_sequences([rng.choice(list(b"ACGT"), 400).astype(np.uint8).tobytes() for _ in range(5)], max_n=4)
+    npmi, levine = (pmi.score(counts, d, min_count=2).to_pandas().set_index("ngram") for d in ("npmi", "levine"))
+    assert np.allclose(npmi["pmi"], levine.loc[npmi.index, "pmi"])
+    assert np.allclose(npmi["norm_pmi"], npmi["pmi"] * npmi["discount"])
 
 
 def test_rank_order_and_ties():

@@ -4,6 +4,7 @@ copy of the shared demo run (tests/conftest.py's local_demo)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -60,13 +61,22 @@ SETTINGS = {
                              {"finetune_fewshot_demo_prom": 3, "finetune_fewshot_demo_splice3": 3}),
     "fewshot.hidden_dropout": ({"fewshot": {"hidden_dropout": 0.2}},
                                {"finetune_fewshot_demo_prom": 3, "finetune_fewshot_demo_splice3": 3}),
+    "gue.batch_size": ({"gue": {"batch_size": 16}}, {"finetune_gue_other": 3}),
+    "gue.warmup_steps": ({"gue": {"warmup_steps": 5}}, {"finetune_gue_other": 3}),
+    "gue.eval_steps": ({"gue": {"eval_steps": 30}}, {"finetune_gue_other": 3}),
+    "fewshot.large.lr": ({"fewshot": {"large": {"lr": 1e-4, "epochs": 5, "batch_size": 15}}},
+                         {"finetune_fewshot_demo_prom": 3, "finetune_fewshot_demo_splice3": 3}),
+    "fewshot.warmup_ratio": ({"fewshot": {"warmup_ratio": 0.2}},
+                             {"finetune_fewshot_demo_prom": 3, "finetune_fewshot_demo_splice3": 3}),
+    "fewshot.weight_decay": ({"fewshot": {"weight_decay": 0.0}},
+                             {"finetune_fewshot_demo_prom": 3, "finetune_fewshot_demo_splice3": 3}),
 }
 
 
 @pytest.mark.parametrize("name", SETTINGS)
 def test_a_changed_evaluation_setting_plans_exactly_its_packs(finished, name):
     layer, packs = SETTINGS[name]
-    assert planned(finished, layer) == {**packs, "report": 1, "all": 1}
+    assert planned(finished, layer) == {**packs, "report_settings": 1, "report": 1, "all": 1}
 
 
 DELETED = {
@@ -74,6 +84,7 @@ DELETED = {
     "model": (lambda: MODELS[1].checkpoint(),
               {"pretrain": 1, "finetune_gue_other": 1, "finetune_fewshot_demo_prom": 1, "finetune_fewshot_demo_splice3": 1}),
     "table": (lambda: layout.table("gue"), {}),
+    "declared settings": (lambda: layout.REPORT_SETTINGS, {"report_settings": 1}),
 }
 
 
@@ -87,3 +98,21 @@ def test_a_deleted_record_model_or_table_is_made_again(finished, tmp_path, name)
         assert planned(finished) == {**jobs, "report": 1, "all": 1}
     finally:
         moved.rename(target)
+
+
+def test_the_report_refuses_a_record_made_with_other_settings(finished, tmp_path):
+    """A record whose settings are not the config's (a run recomputed by hand, results copied from
+    another config, --rerun-triggers mtime) stops the report, naming the record and the setting."""
+    workdir = tmp_path / "demo"
+    shutil.copytree(finished, workdir, symlinks=True)
+    record = workdir / Run(GUE, MODELS[1], "demo_tata", 42).folder() / layout.RECORD
+    doc = json.loads(record.read_text())
+    doc["settings"]["lr"] = 2e-3
+    record.write_text(json.dumps(doc))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "1",
+           "--configfile", str(REPO / "config" / "demo.yaml"), "--forcerun", "report", "--", layout.table("gue")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    log = (workdir / "logs" / "report.log").read_text()
+    assert f"{Path(record).relative_to(workdir)}: lr: recorded 0.002, declared 0.001" in log, log[-2000:]
+    assert not (workdir / layout.table("gue")).exists()

@@ -37,7 +37,8 @@ def job_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-LOCAL_RULES = {"download_genome", "tokenizer", "gue_missing", "download_gue", "fetch_fewshot", "fewshot_sample", "all"}
+LOCAL_RULES = {"download_genome", "tokenizer", "gue_missing", "download_gue", "fetch_fewshot", "fewshot_sample",
+               "fetch_model", "report_settings", "all"}
 
 
 def pack_jobs(counts: dict[str, int], prefix: str) -> dict[str, int]:
@@ -65,7 +66,7 @@ def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     assert counts["gue_missing"] == 27 * 3
     assert counts["download_genome"] == 1
     assert counts["corpus_chunk"] == counts["pmi_count"] == 24  # chr1-22, X, Y
-    assert counts["pretrain"] == models == 8
+    assert counts["pretrain"] == models == 2 * 6 * 2  # dnabert6, logo x six maskings x 1K, 10K
     groups = ["EMP", "prom_core", "prom_300", "splice", "mouse", "tf"]  # one pack each (gue.pack_runs 10)
     datasets = ["Prom_core", "Prom_300", "Cohn_enh", "Splice_40", "silencer"]  # one pack each (fewshot.pack_runs 50)
     assert pack_jobs(counts, "finetune_gue_") == {f"finetune_gue_{g}": models for g in groups}
@@ -77,7 +78,7 @@ def test_paper_dry_run_schedules_the_whole_grid(tmp_path):
     summary = re.search(r"the whole grid is (\d+) GPU jobs \(pretraining (\d+), GUE packs (\d+), few-shot packs (\d+)\) "
                         r"and (\d+) CPU jobs", output)
     gpu, pretraining, gue, fewshot, cpu = map(int, summary.groups())
-    assert (gpu, pretraining, gue, fewshot) == (96, 8, 48, 40) and gpu <= 120
+    assert (gpu, pretraining, gue, fewshot) == (288, 24, 144, 120) == (pretraining + gue + fewshot, models, 6 * models, 5 * models)
     assert gpu + cpu == sum(n for rule, n in counts.items() if rule not in LOCAL_RULES | {"total"})
 
 
@@ -147,7 +148,20 @@ CONFIG_ERRORS = {  # id: (edit of config/demo.yaml, expected message)
     "path-and-md5": (edit(["genomes", "demo", "md5"], "0" * 32), "genomes.demo: md5 without url"),
     "path-and-url": (edit(["genomes", "demo", "url"], "https://example.org/g.fa.gz"), "genomes.demo: both url and path are given"),
     "url-without-md5": (edit(["genomes", "demo"], {"url": "https://example.org/g.fa.gz"}), "genomes.demo: url without md5"),
-    "no-fasta": (edit(["genomes", "demo", "path"], delete=True), "genomes.demo: give path (a local FASTA) or url with md5"),
+    "no-fasta": (edit(["genomes", "demo", "path"], delete=True), "genomes.demo: give path (a local FASTA), url with md5, or variant_of (another genome)"),
+    "variant-of-unknown": (edit(["genomes", "v"], {"variant_of": "hg19"}),
+                           "genomes.v.variant_of: 'hg19' is not another genome of genomes (demo, v)"),
+    "variant-of-itself": (edit(["genomes", "v"], {"variant_of": "v"}), "genomes.v.variant_of: 'v' is not another genome"),
+    "variant-of-variant": (lambda c: c["genomes"].update({"v": {"variant_of": "demo"}, "w": {"variant_of": "v"}}),
+                           "genomes.w.variant_of: 'v' is itself a variant; name the genome it varies"),
+    "override-bad-value": (edit(["genomes", "demo", "overrides"], {"pmi": {"definition": "pmi"}}),
+                           "genomes.demo.overrides: pmi.definition: 'pmi' is not one of ['npmi', 'levine', 'genemask']"),
+    "override-unknown-section": (edit(["genomes", "demo", "overrides"], {"fewshot": {"seeds": [1]}}),
+                                 "unknown key 'genomes.demo.overrides.fewshot'"),
+    "override-grid-key": (edit(["genomes", "demo", "overrides"], {"pretrain": {"steps": [10]}}),
+                          "unknown key 'genomes.demo.overrides.pretrain.steps'"),
+    "override-semantics": (edit(["genomes", "demo", "overrides"], {"corpus": {"max_tokens": 600}}),
+                           r"genomes.demo.overrides: corpus.max_tokens (600) + [CLS] and [SEP] exceeds max_positions"),
     "contig-name": (edit(["genomes", "demo", "contigs"], ["chr20", ".."]), "genomes.demo.contigs[1]: '..' does not match"),
     # masking options, per strategy
     "masking-option-name": (edit(["pretrain", "masking_options", "cm_gems", "treshold"], 1.0),
@@ -364,7 +378,7 @@ def test_schema_values_that_modules_hold_are_the_modules():
     assert schema["properties"]["gue"]["properties"]["select_by"]["enum"] == list(finetune.SELECT_BY)
     definitions = schema["definitions"]
     assert definitions["url"]["pattern"] == f"^({'|'.join(download.URL_SCHEMES)})://"
-    for name, checksum in {"md5": download.MD5, "git_blob_sha1": download.GIT_BLOB_SHA1}.items():
+    for name, checksum in {"md5": download.MD5, "git_blob_sha1": download.GIT_BLOB_SHA1, "sha256": download.SHA256}.items():
         assert definitions[name]["pattern"] == f"^[0-9a-f]{{{checksum.digits}}}$"
 
     def patterns(node):
@@ -376,7 +390,7 @@ def test_schema_values_that_modules_hold_are_the_modules():
             for value in node:
                 yield from patterns(value)
 
-    shared = {definitions[name]["pattern"] for name in ("url", "md5", "git_blob_sha1")}
+    shared = {definitions[name]["pattern"] for name in ("url", "md5", "git_blob_sha1", "sha256")}
     copies = [p for p in patterns(schema) if p not in shared and ("://" in p or "[0-9a-f]{" in p)]
     assert not copies, f"URL or checksum patterns not taken from the definitions: {copies}"
 

@@ -30,6 +30,7 @@ STAGES = {
     "pmi": ("cmgems.pmi", "count n-grams and score their PMI"),
     "gue": ("cmgems.gue", "download and unpack the GUE benchmark"),
     "pretrain": ("cmgems.pretrain", "masked-language-model pretraining"),
+    "models": ("cmgems.hub", "fetch a published model folder from a hub repository at a pinned commit"),
     "finetune": ("cmgems.finetune", "fine-tune and score a pretrained model on a labelled task"),
     "fewshot": ("cmgems.fewshot", "draw few-shot training sets"),
     "baseline": ("cmgems.baseline", "k-mer count logistic-regression baseline"),

@@ -1,5 +1,5 @@
 """Downloads of pinned files: fetched into `<out>.part`, resumed (HTTP Range) and retried with backoff,
-renamed onto `out` only once its checksum (md5, or a git blob SHA-1) is the one given.
+renamed onto `out` only once its checksum (md5, SHA-256, or a git blob SHA-1) is the one given.
 
 http(s)://, ftp:// and file:// URLs (file:// is copied whole, without retries). A file whose checksum
 matches but which is a Git LFS pointer (what a raw URL of a file kept in LFS serves) is refused.
@@ -70,6 +70,7 @@ class Checksum:
 
 MD5 = Checksum("md5", "an md5 checksum", 32, lambda path: file_digest(path, "md5"))
 GIT_BLOB_SHA1 = Checksum("git blob SHA-1", "a git blob SHA-1", 40, git_blob_sha1)
+SHA256 = Checksum("sha256", "a SHA-256 checksum", 64, lambda path: file_digest(path, "sha256"))
 
 
 def given_path(path: str | os.PathLike, what: str) -> Path:

@@ -9,6 +9,17 @@ Two protocols, chosen by whether a dev set is given:
   evaluation falls on the cadence, the final weights. The test set is scored with the kept weights;
 - without (GeneMask's few-shot protocol): train, then score the test set once.
 
+Precision: bf16 autocast on CUDA and fp32 on the CPU (`models.autocast`), or with `--fp16` float16
+autocast with a loss scaler (`torch.amp.GradScaler`) on either device, in training and evaluation: HF
+Trainer's `fp16=True`, which DNABERT-2's GUE scripts pass (`--fp16`). As the Trainer, a step the scaler
+skips (inf or NaN gradients) does not advance the learning-rate schedule. `metrics.json` records the
+precision used (`settings.precision`).
+
+Tokens: cmgems' k-mer ids (`--tokenizer kmer`, k from the folder's kmer.json, checked against its
+vocabulary) or the folder's own tokenizer (`--tokenizer own`: AutoTokenizer, e.g. DNABERT-2's BPE or the
+Nucleotide Transformer's 6-mers), truncated to `--max-length` tokens and right-padded with its pad token;
+the attention mask covers each row's tokens.
+
 Dropout: the checkpoint's own (`hidden_dropout_prob` of its config, 0.0 for LOGO) unless
 `--hidden-dropout` sets it, as GeneMask's few-shot script does (0.1).
 
@@ -49,6 +60,7 @@ from cmgems.metrics import classification_metrics, parse_meta, write_results
 
 log = logging.getLogger(__name__)
 SELECT_BY = ("loss", "mcc")  # dev criteria for the kept weights: lowest loss, highest MCC
+TOKENIZERS = ("kmer", "own")  # cmgems' k-mer ids, or the model folder's AutoTokenizer
 
 
 @dataclass
@@ -78,9 +90,13 @@ class Settings:
     select_by: str = option("loss", choices=SELECT_BY, help="with --dev: keep the weights of the lowest dev loss "
                                                             "(DNABERT-2's Trainer) or the highest dev MCC")
     eval_batch_size: int = option(64, help="sequences per batch when scoring dev and test")
+    fp16: bool = option(False, help="float16 autocast and loss scaling (HF Trainer's --fp16, DNABERT-2's GUE "
+                                    "scripts); default: bf16 autocast on CUDA, fp32 on the CPU")
     seed: int = option(42, help="seed of the head's weights, the shuffling and dropout")
     threads: int = option(1, help="torch CPU threads; a fixed count keeps results machine-independent "
                                   "(0 = torch's default)")
+    tokenizer: str = option("kmer", choices=TOKENIZERS, help="kmer: cmgems' k-mer ids (k from the folder's kmer.json); "
+                                                             "own: the model folder's AutoTokenizer")
     trust_remote_code: bool = option(False, help="run the model directory's own code (only for models you trust)")
     meta: dict = option(factory=dict, help="JSON object merged into metrics.json at top level")
 
@@ -95,12 +111,14 @@ class Pretrained:
         self.path, self.trust_remote_code = Path(model_dir), trust_remote_code
         if not (self.path / "config.json").exists():
             raise CmgemsError(f"--model {self.path}: not a Hugging Face model directory (no config.json)")
+        models.check_own_code(self.path, trust_remote_code)
         model, info = models.from_pretrained(
             AutoModelForSequenceClassification, self.path, trust_remote_code=trust_remote_code,
-            attn_implementation="sdpa", output_loading_info=True,
+            output_loading_info=True, **models.attention(trust_remote_code),
         )
         self.cls = type(model)
         missing = set(info["missing_keys"])
+        models.check_encoder_loaded(self.path, model, missing)
         self.state = {name: t for name, t in model.state_dict().items() if name not in missing}
 
     def classifier(self, num_labels: int, hidden_dropout: float | None = None):
@@ -111,7 +129,7 @@ class Pretrained:
         dropout = {} if hidden_dropout is None else {"hidden_dropout_prob": hidden_dropout}
         config = AutoConfig.from_pretrained(self.path, num_labels=num_labels, trust_remote_code=self.trust_remote_code, **dropout)
         state = {name: t.clone() for name, t in self.state.items()}
-        return self.cls.from_pretrained(None, config=config, state_dict=state, attn_implementation="sdpa")
+        return self.cls.from_pretrained(None, config=config, state_dict=state, **models.attention(self.trust_remote_code))
 
 
 def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: float | None = None,
@@ -123,33 +141,59 @@ def load_classifier(model_dir: str | Path, num_labels: int, hidden_dropout: floa
 # ------------------------------------------------------------------------------------------ data
 @dataclass
 class Split:
-    """A tokenised labelled split: ids (N, L) int64 right-padded, lengths (N,), labels (N,)."""
+    """A tokenised labelled split: ids (N, L) int64 right-padded, lengths (N,) (tokens per row, specials
+    included), labels (N,); `truncated`: rows cut to max_length (own tokenizers; None: counted from k)."""
 
     path: str
     ids: torch.Tensor
     lengths: torch.Tensor
     labels: torch.Tensor
+    truncated: int | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) of rows `index`, trimmed to the batch's longest row."""
-        width = int(self.lengths[index].max())
-        ids = self.ids[index, :width]
-        return ids, ids != kmers.PAD_ID
+        lengths = self.lengths[index]
+        width = int(lengths.max())
+        return self.ids[index, :width], torch.arange(width) < lengths[:, None]
 
 
-def load_split(path: str, k: int, max_length: int, files: PackFiles | None = None) -> Split:
-    """A labelled file, tokenised; through a pack's `files`, once per pack."""
+def load_split(path: str, k: int | None, max_length: int, files: PackFiles | None = None,
+               s: Settings | None = None) -> Split:
+    """A labelled file, tokenised into k-mer ids (`k`), or with the model folder's own tokenizer (k None:
+    `s.model`, `s.trust_remote_code`); through a pack's `files`, once per pack."""
     files = files or PackFiles([])
 
     def tokenise() -> Split:
         sequences, labels = files.read(path)
-        ids = torch.from_numpy(kmers.encode_batch([s.encode("ascii") for s in sequences], k, max_length))
+        if k is None:
+            ids, lengths, truncated = own_tokens(s.model, s.trust_remote_code, sequences, max_length)
+            return Split(path, ids, lengths, torch.from_numpy(labels), truncated)
+        ids = torch.from_numpy(kmers.encode_batch([seq.encode("ascii") for seq in sequences], k, max_length))
         return Split(path, ids, (ids != kmers.PAD_ID).sum(dim=1), torch.from_numpy(labels))
 
-    return files.derived(path, ("split", k, max_length), tokenise)
+    key = ("split", k, max_length) if k is not None else ("split", "own", s.model, max_length)
+    return files.derived(path, key, tokenise)
+
+
+def own_tokens(model_dir: str, trust_remote_code: bool, sequences: list[str], max_length: int) -> tuple:
+    """The folder's AutoTokenizer applied to `sequences`: ids (N, L) int64 right-padded with its pad id,
+    lengths (N,), and how many sequences were longer than `max_length` tokens (specials included)."""
+    from transformers import AutoTokenizer
+
+    models.check_own_code(Path(model_dir), trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        raise CmgemsError(f"{model_dir}: its tokenizer has no padding token, so batches cannot be padded")
+    full = tokenizer(sequences, verbose=False)["input_ids"]
+    rows = tokenizer(sequences, truncation=True, max_length=max_length)["input_ids"]
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.int64)
+    ids = torch.full((len(rows), max(map(len, rows), default=0)), tokenizer.pad_token_id, dtype=torch.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
+    return ids, lengths, sum(len(row) > max_length for row in full)
 
 
 def optimizer_steps(n: int, batch_size: int, grad_accum: int, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
@@ -176,14 +220,24 @@ def deterministic_torch(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous[2])
 
 
+def precision(fp16: bool, device: torch.device) -> str:
+    """The precision a run computes in: fp16 (--fp16), else bf16 on CUDA and fp32 elsewhere (`models.autocast`)."""
+    return "fp16" if fp16 else "bf16" if device.type == "cuda" else "fp32"
+
+
+def autocast(fp16: bool, device: torch.device):
+    """float16 autocast with --fp16 (on CUDA or the CPU), else `models.autocast`."""
+    return torch.autocast(device.type, dtype=torch.float16) if fp16 else models.autocast(device)
+
+
 @torch.inference_mode()
-def predict_logits(model, split: Split, batch_size: int, device: torch.device) -> torch.Tensor:
+def predict_logits(model, split: Split, batch_size: int, device: torch.device, fp16: bool = False) -> torch.Tensor:
     """Logits (N, C) float32 on the CPU of a split, in file order."""
     model.eval()
     out = []
     for index in torch.arange(len(split)).split(batch_size):
         ids, mask = (t.to(device) for t in split.batch(index))
-        with models.autocast(device):
+        with autocast(fp16, device):
             logits = model(input_ids=ids, attention_mask=mask).logits
         out.append(logits.float().cpu())
     return torch.cat(out)
@@ -191,7 +245,7 @@ def predict_logits(model, split: Split, batch_size: int, device: torch.device) -
 
 def evaluate(model, split: Split, s: Settings, device: torch.device) -> dict:
     """`loss` (mean per-example cross-entropy, nats: the Trainer's eval_loss) and the metrics of a split."""
-    logits = predict_logits(model, split, s.eval_batch_size, device)
+    logits = predict_logits(model, split, s.eval_batch_size, device, s.fp16)
     scores = torch.softmax(logits, dim=-1).numpy()
     loss = float(torch.nn.functional.cross_entropy(logits, split.labels))
     return {"loss": loss, **classification_metrics(split.labels.numpy(), scores.argmax(axis=1), scores)}
@@ -209,6 +263,8 @@ def check_settings(s: Settings) -> None:
             raise CmgemsError(f"--{name.replace('_', '-')} must be positive (got {getattr(s, name)})")
     if s.lr <= 0 or not 0 <= s.warmup_ratio < 1 or s.warmup_steps < 0 or s.eval_steps < 1:
         raise CmgemsError("--lr must be > 0, --warmup-ratio in [0, 1), --warmup-steps >= 0, --eval-steps >= 1")
+    if s.tokenizer not in TOKENIZERS:
+        raise CmgemsError(f"--tokenizer must be one of {', '.join(TOKENIZERS)} (got {s.tokenizer!r})")
     if s.select_by not in SELECT_BY:
         raise CmgemsError(f"--select-by must be one of {', '.join(SELECT_BY)} (got {s.select_by!r})")
     if s.hidden_dropout is not None and not 0 <= s.hidden_dropout < 1:
@@ -269,6 +325,7 @@ def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: S
     evaluations excluded) and the number of training sequences processed.
     """
     optimizer, scheduler = build_optimizer(model, s, schedule.total, schedule.warmup)
+    scaler = torch.amp.GradScaler(device.type, enabled=s.fp16)  # disabled: every call passes through
     log.info("training: %d optimizer steps (%d per epoch, warmup %d)", schedule.total, schedule.per_epoch, schedule.warmup)
     generator = torch.Generator().manual_seed(s.seed)
     steps = itertools.islice(optimizer_steps(len(train), s.batch_size, s.grad_accum, generator), schedule.total)
@@ -279,13 +336,17 @@ def train_model(model, train: Split, dev: Split | None, s: Settings, schedule: S
             model.train()
             for index in micro:
                 ids, mask = (t.to(device) for t in train.batch(index))
-                with models.autocast(device):
+                with autocast(s.fp16, device):
                     loss = model(input_ids=ids, attention_mask=mask, labels=train.labels[index].to(device)).loss
-                (loss / len(micro)).backward()
+                scaler.scale(loss / len(micro)).backward()
                 seen += len(index)
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.get_scale() >= scale:  # the scaler did not skip the step (lowering its scale)
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             seconds += time.perf_counter() - started
             bar.update()
@@ -317,12 +378,18 @@ def fit_and_score(s: Settings, pretrained: Callable[[], Pretrained], files: Pack
     """Fine-tune one run and score its test set; returns the writer of its metrics.json and
     predictions.parquet. The model (`pretrained()`) is needed only once the data are read and checked."""
     check_settings(s)
-    k = kmers.read_k(s.model)
+    k = kmers.read_k(s.model) if s.tokenizer == "kmer" else None
     named = {name: path for name, path in (("train", s.train), ("dev", s.dev), ("test", s.test)) if path}
-    splits = {name: load_split(path, k, s.max_length, files) for name, path in named.items()}
+    splits = {name: load_split(path, k, s.max_length, files, s) for name, path in named.items()}
     train, dev, test = splits["train"], splits.get("dev"), splits["test"]
     num_labels = check_labels(*((p.path, p.labels.numpy()) for p in (train, test, dev) if p is not None))
-    data = data_statistics({name: files.read(path)[0] for name, path in named.items()}, k, s.max_length)
+    data = data_statistics({name: files.read(path)[0] for name, path in named.items()}, k or 1,
+                           s.max_length if k else None)
+    for name, split in splits.items():
+        if split.truncated is not None:
+            data[name]["truncated"] = split.truncated
+            if split.truncated:
+                log.warning("%s split: %d of %d sequences truncated to %d tokens", name, split.truncated, len(split), s.max_length)
     schedule = Schedule.of(len(train), s)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = pretrained()
@@ -330,14 +397,15 @@ def fit_and_score(s: Settings, pretrained: Callable[[], Pretrained], files: Pack
     with deterministic_torch(s.threads):
         torch.manual_seed(s.seed)
         model = checkpoint.classifier(num_labels, s.hidden_dropout)
-        if s.max_length > model.config.max_position_embeddings:
-            raise CmgemsError(f"--max-length {s.max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and s.max_length > positions:
+            raise CmgemsError(f"--max-length {s.max_length} exceeds the model's {positions} positions")
         model.to(device)
         best, train_seconds, seen = train_model(model, train, dev, s, schedule, device)
         if best.state is not None:
             model.load_state_dict(best.state)
         started = time.perf_counter()
-        scores = torch.softmax(predict_logits(model, test, s.eval_batch_size, device), dim=-1).numpy()
+        scores = torch.softmax(predict_logits(model, test, s.eval_batch_size, device, s.fp16), dim=-1).numpy()
         inference_seconds = time.perf_counter() - started
         threads_used = torch.get_num_threads()
 
@@ -357,7 +425,8 @@ def fit_and_score(s: Settings, pretrained: Callable[[], Pretrained], files: Pack
         "settings": {
             **{key: v for key, v in asdict(s).items() if key != "meta"},
             "k": k, "num_labels": num_labels, "steps_per_epoch": schedule.per_epoch, "total_steps": schedule.total,
-            "warmup": schedule.warmup, "device": device.type, "threads_used": threads_used, "torch": torch.__version__,
+            "warmup": schedule.warmup, "device": device.type, "precision": precision(s.fp16, device),
+            "threads_used": threads_used, "torch": torch.__version__,
             "hidden_dropout_used": getattr(model.config, "hidden_dropout_prob", None),
         },
     }

@@ -12,6 +12,7 @@ from here. Standard library only: Snakemake imports it while it builds the DAG.
     ROOT/baseline/gue/{task}/, ROOT/baseline/fewshot/{dataset}/{shots}/seed{seed}/  (the k-mer baseline)
     ROOT/fewshot_sets/{dataset}/{shots}/seed{seed}.csv             few-shot training sets
     ROOT/report/tables/{table}.csv|md|tex, ROOT/report/figures/{figure}.png|pdf   (REPORT)
+    ROOT/report/settings.json                                      the runs' declared settings
     .cmgems/packs/{a run's folder}/                                the pack cache (cmgems.packs)
 
 ROOT is `results` in the workflow. Every function takes strings that may be Snakemake wildcards
@@ -133,6 +134,8 @@ class Grid:
     gue_seeds: tuple[int, ...]
     fewshot: tuple[tuple[str, int, int], ...]
     baseline: bool
+    variants: tuple[tuple[str, str], ...] = ()  # (genome, the genome it is a variant of): the released preset's
+
 
     def models(self) -> list[Model]:
         """Every evaluated model: ours, then the published checkpoints."""
@@ -173,6 +176,7 @@ class Grid:
                 gue_seeds=tuple(map(int, doc["gue_seeds"])),
                 fewshot=tuple((str(d), int(shots), int(seed)) for d, shots, seed in doc["fewshot"]),
                 baseline=bool(doc["baseline"]),
+                variants=tuple((str(genome), str(base)) for genome, base in doc.get("variants", [])),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise CmgemsError(f"not a grid of runs (cmgems.layout.Grid): {err!r}") from None
@@ -193,11 +197,13 @@ class ReportItem(NamedTuple):
     caption: str
 
 
-TABLES = (
+TABLES = (  # the claims first; its category sorts first in Snakemake's HTML report too (by name)
+    ReportItem("claims", "Claims", "table_claims"),
     *(ReportItem(name, "GUE", "table_gue") for name in ("gue", "gue_summary", "gue_by_task")),
     ReportItem("fewshot", "Few-shot", "table_fewshot"),
     ReportItem("pretraining", "Pretraining", "table_pretraining"),
     ReportItem("ours_vs_published", "Published", "table_published"),
+    ReportItem("variants", "Variants", "table_variants"),
 )
 FIGURE_CATEGORIES = {  # each figure's caption is workflow/report/{its name}.rst
     "fewshot_curves": "Few-shot",
@@ -213,6 +219,7 @@ FIGURE_FORMATS = ("png", "pdf")
 
 
 REPORT = f"{ROOT}/{REPORT_FOLDER}"
+REPORT_SETTINGS = f"{REPORT}/settings.json"  # {run folder: the settings the config declares for the run}
 
 
 def table(name: str, fmt: str = "csv", folder: Folder = REPORT) -> str:

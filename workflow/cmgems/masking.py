@@ -494,7 +494,15 @@ class GlobalPmi(PmiStrategy):
 class CmGems(Strategy):
     """CM-GEMS: GeneMask masking until the smallest absolute difference between consecutive validation
     perplexities seen so far falls below `threshold`, then Global-PMI for good (from the step after
-    the validation that decided it)."""
+    the validation that decided it).
+
+    The phases' centre probabilities: `genemask_probability` (0.0176, hard-coded in the released
+    GeneMask phase) and `global_probability`, the Global-PMI phase's. The released code draws that
+    phase's centres with `args.mlm_probability`, which no released command sets: its argparse default,
+    0.15, masks the 11-spans around 15% of the positions (with the released position ranking, 58% of
+    the tokens of random 506-token sequences, against 14% at 0.0176); 0.0176, the default here, is the
+    reading that the phase masks about as much as GeneMask's (the released code's comment on that
+    branch names 0.15 / 8.5 = 0.0176, and GeneMask's Script-A passes --mlm_probability 0.0176)."""
 
     USES_RANKS = True
     DEFAULTS = {

@@ -5,6 +5,7 @@ what pretraining and fine-tuning share about training them: mixed precision and 
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import shutil
@@ -45,14 +46,34 @@ def bert_config(architecture: str | dict, vocab_size: int, max_positions: int = 
     return cfg
 
 
-def masked_lm(config=None, init_from: str | Path | None = None):
-    """A `BertForMaskedLM`: from scratch with `config`, or from a local HF checkpoint (safetensors only)."""
+def masked_lm(config, init_from: str | Path | None = None):
+    """A `BertForMaskedLM`: from scratch with `config`, or from a local HF checkpoint (safetensors only)
+    whose vocabulary is `config`'s and whose positions are at least `config`'s (`check_init`)."""
     if init_from is not None:
-        path = Path(init_from)
-        if not (path / "config.json").exists():
-            raise CmgemsError(f"init_from {path}: not a Hugging Face model directory (no config.json)")
-        return from_pretrained(BertForMaskedLM, path, use_safetensors=True, attn_implementation="sdpa")
+        check_init(Path(init_from), config)
+        return from_pretrained(BertForMaskedLM, init_from, use_safetensors=True, attn_implementation="sdpa")
     return BertForMaskedLM(config)
+
+
+def check_init(path: Path, config) -> None:
+    """CmgemsError unless `path` is a model folder whose config.json has `config`'s vocab_size (the same k:
+    another k would read every token id as another k-mer) and at least its max_position_embeddings."""
+    try:
+        given = json.loads((path / "config.json").read_text())
+        vocab, positions = given["vocab_size"], given["max_position_embeddings"]
+    except FileNotFoundError:
+        raise CmgemsError(f"init_from {path}: not a Hugging Face model directory (no config.json)") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CmgemsError(f"init_from {path}/config.json: cannot read vocab_size and max_position_embeddings "
+                          f"({err!r})") from None
+    if vocab != config.vocab_size:
+        fits = next((k for k in kmers.SUPPORTED_K if kmers.vocab_size(k) == vocab), None)
+        hint = f"the vocabulary of {fits}-mers: set k: {fits}" if fits else "no k-mer vocabulary"
+        raise CmgemsError(f"init_from {path}: vocab_size {vocab} is not the run's {config.vocab_size} "
+                          f"({kmers.NUM_SPECIAL} + 4^k tokens for its k); it is {hint}")
+    if positions < config.max_position_embeddings:
+        raise CmgemsError(f"init_from {path}: {positions} positions, fewer than the run's max_positions "
+                          f"{config.max_position_embeddings}")
 
 
 def from_pretrained(model_class, path: str | Path, **kwargs):
@@ -67,6 +88,49 @@ def from_pretrained(model_class, path: str | Path, **kwargs):
         raise CmgemsError(f"{path}: its weights file is a pickle of more than tensors{holds}, which cmgems does not load; "
                           "the model must be safetensors (model.safetensors) or a .bin that torch.load loads with "
                           "weights_only=True") from None
+
+
+def own_code(path: Path) -> dict[str, str]:
+    """{file: its `auto_map`} of the folder's config.json and tokenizer_config.json that name Python code
+    of the folder's own (a class transformers runs only with trust_remote_code)."""
+    found = {}
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((path / name).read_text()).get("auto_map")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if auto_map:
+            found[name] = auto_map
+    return found
+
+
+def check_own_code(path: Path, trust_remote_code: bool) -> None:
+    """CmgemsError when the folder names code of its own and `trust_remote_code` is off: transformers
+    would then quietly build its built-in class (DNABERT-2's config says "bert") and leave the weights it
+    does not know at random."""
+    found = own_code(path)
+    if found and not trust_remote_code:
+        name, auto_map = next(iter(found.items()))
+        raise CmgemsError(f"{path / name}: names the model's own Python code (auto_map {auto_map}), which runs only "
+                          "with trust_remote_code: true on its pretrained_models entry (--trust-remote-code); read "
+                          "that code first")
+
+
+def attention(trust_remote_code: bool) -> dict:
+    """from_pretrained keywords for the attention: SDPA for transformers' own classes; a model's own
+    code keeps its own (it may not take the keyword)."""
+    return {} if trust_remote_code else {"attn_implementation": "sdpa"}
+
+
+def check_encoder_loaded(path: Path, model, missing: set[str]) -> None:
+    """CmgemsError when the checkpoint lacks weights of the encoder (`model.base_model_prefix`), the
+    pooler aside: only the classifier's head may start at random."""
+    prefix = f"{model.base_model_prefix}."
+    lacking = sorted(key for key in missing if key.startswith(prefix) and ".pooler." not in key)
+    if lacking:
+        raise CmgemsError(f"{path}: its weights lack {len(lacking)} tensor(s) of the {type(model).__name__} encoder, "
+                          f"e.g. {lacking[0]}: the checkpoint is not of this model class (with trust_remote_code "
+                          "off, a folder's own code is not used)")
 
 
 def save_folder(directory: str | Path, model, k: int, max_positions: int = 512,

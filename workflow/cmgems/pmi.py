@@ -26,6 +26,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from numba import njit, prange
 from tqdm import tqdm
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 COUNT_ALPHABET = b"ACGT"
 MAX_N = 12  # the dense N-gram table holds 4**N uint32 per block (64 MiB at N = 12)
 BLOCK_WINDOWS = 2**32 - 1  # most windows one block counts (its uint32 table cannot overflow)
-DEFINITIONS = ("levine", "genemask")
+# How n-grams are scored and ranked (`score`): PMI_n over every segmentation with per-n probabilities
+# (PMI-Masking's), ranked by PMI_n itself (levine) or by PMI_n x discount (npmi: GeneMask's normalised
+# PMI, the papers' method); or the released GeneMask table's variant (genemask).
+DEFINITIONS = ("npmi", "levine", "genemask")
+DISCOUNTED = ("npmi", "genemask")  # the definitions ranked by PMI x discount
 COUNT_COLUMNS = ("ngram", "n", "count")
 
 # ASCII byte -> count code (A0 C1 G2 T3, upper case only), 4 for anything else.
@@ -288,10 +293,10 @@ def merge_count_files(paths: list[str | Path], out: str | Path) -> Counts:
 # ---------------------------------------------------------------------------------------------
 
 
-def log_probs(counts: Counts, definition: str = "levine") -> dict[int, np.ndarray]:
+def log_probs(counts: Counts, definition: str = "npmi") -> dict[int, np.ndarray]:
     """ln p(w) for every code of every n, float64 (4**n,), -inf for count 0.
 
-    levine: p(w) = count(w) / N_|w| (N_n = windows of length n counted = sum of the n-gram counts);
+    npmi, levine: p(w) = count(w) / N_|w| (N_n = windows of length n counted = sum of the n-gram counts);
     genemask: p(w) = count(w) / Z with Z = 2 x (number of bases counted) for every n.
     """
     if definition not in DEFINITIONS:
@@ -300,7 +305,7 @@ def log_probs(counts: Counts, definition: str = "levine") -> dict[int, np.ndarra
     out = {}
     with np.errstate(divide="ignore"):
         for n, c in counts.items():
-            total = int(c.sum()) if definition == "levine" else z
+            total = z if definition == "genemask" else int(c.sum())
             out[n] = np.log(c) - math.log(total) if total > 0 else np.full(c.shape, -np.inf)
     return out
 
@@ -325,17 +330,18 @@ def best_segmentation(codes: np.ndarray, n: int, logp: dict[int, np.ndarray], ma
     return best[n]
 
 
-def score(counts: Counts, definition: str = "levine", min_count: int = 101) -> pa.Table:
+def score(counts: Counts, definition: str = "npmi", min_count: int = 101) -> pa.Table:
     """PMI of every n-gram with n >= 2 and count >= min_count.
 
     Columns ngram, n, count, naive_pmi, pmi, discount = ln c / (ln c + ln min_count) (1 when
     min_count = 1), norm_pmi = the score n-grams are ranked by, rank (within n: 1 = highest
     norm_pmi, ties by ngram). Rows sorted by n then rank. Sub-parts use every counted n-gram,
-    whatever its count. Both definitions take the max over segmentations into >= 2 parts (genemask:
+    whatever its count. Every definition takes the max over segmentations into >= 2 parts (genemask:
     parts of length 1-2 only), so a 2-gram's pmi equals its naive_pmi. The ranking score follows the
-    definition: `levine` ranks by PMI_n itself (PMI-Masking, Levine et al.; the count threshold is
-    the only frequency control), `genemask` by pmi x discount (GeneMask's table); the discount
-    column is written for both.
+    definition: `npmi` ranks by pmi x discount (GeneMask's normalised PMI, which favours frequent
+    n-grams over rare ones of equal PMI), `levine` by PMI_n itself (PMI-Masking, Levine et al.; the
+    count threshold is the only frequency control), `genemask` by pmi x discount of its own pmi (the
+    released table); the discount column is written for all.
     """
     if min_count < 1:
         raise CmgemsError(f"min count must be >= 1, got {min_count}")
@@ -346,10 +352,10 @@ def score(counts: Counts, definition: str = "levine", min_count: int = 101) -> p
         count = counts[n][codes]
         lp = logp[n][codes]
         naive = lp - sum(logp[1][(codes >> (2 * i)) & 3] for i in range(n))
-        pmi = lp - best_segmentation(codes, n, logp, n if definition == "levine" else 2)
+        pmi = lp - best_segmentation(codes, n, logp, 2 if definition == "genemask" else n)
         lc = np.log(count)
         discount = lc / (lc + math.log(min_count)) if min_count > 1 else np.ones(len(codes))
-        norm = pmi * discount if definition == "genemask" else pmi
+        norm = pmi * discount if definition in DISCOUNTED else pmi
         order = np.lexsort((codes, -norm))
         rank = np.empty(len(codes), dtype=np.int64)
         rank[order] = np.arange(1, len(codes) + 1)
@@ -368,7 +374,7 @@ def score(counts: Counts, definition: str = "levine", min_count: int = 101) -> p
     return pa.concat_tables(parts)
 
 
-def score_file(counts_path: str | Path, out: str | Path, definition: str = "levine", min_count: int = 101) -> pa.Table:
+def score_file(counts_path: str | Path, out: str | Path, definition: str = "npmi", min_count: int = 101) -> pa.Table:
     """Score a counts file and write the PMI table to `out` atomically."""
     counts = read_counts(counts_path)
     if max(counts) < 2:
@@ -396,6 +402,33 @@ def token_ranks(pmi_path: str | Path, k: int) -> np.ndarray:
                           f"PMI-guided masking would be random masking; lower pmi.min_count (or count more sequence: "
                           f"pmi.contigs) and rerun")
     return ranks
+
+
+PUBLISHED_COLUMNS = ("ngram", "ngram_size", "norm_pmi_rank_rel")  # GeneMask's Data-A (Code-C cells 19, 22)
+
+
+def published_token_ranks(path: str | Path, k: int) -> np.ndarray:
+    """`token_ranks` from a published ranking: a CSV with GeneMask's Data-A columns (Data-A_norm-pmi-score-
+    ranking.csv: `ngram`, `ngram_size`, `norm_pmi_rank_rel`, the rank its Code-C cell 22 maps each 6-mer
+    to and the released pretraining code masks with), its rows of n = k. int64 (kmers.vocab_size(k),);
+    k-mers absent from it and the special ids rank after every listed one. Missing columns, a rank that
+    is not a positive integer and a k-mer listed twice are CmgemsErrors naming the file."""
+    try:
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=list(PUBLISHED_COLUMNS), column_types={"ngram": pa.string()}))
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise CmgemsError(f"{path}: not a published PMI ranking with the columns {', '.join(PUBLISHED_COLUMNS)} "
+                          f"(GeneMask's Data-A_norm-pmi-score-ranking.csv): {err}") from None
+    rows = table.filter(pc.equal(table.column("ngram_size"), k))
+    ranks = rows.column("norm_pmi_rank_rel").to_numpy(zero_copy_only=False)
+    if len(rows) == 0 or not np.issubdtype(ranks.dtype, np.integer) or ranks.min() < 1:
+        raise CmgemsError(f"{path}: needs {k}-mers (ngram_size {k}) ranked by positive integers in norm_pmi_rank_rel")
+    ids = count_code_to_token_id(ngram_codes(rows.column("ngram").combine_chunks(), k, where=str(path)), k)
+    if len(np.unique(ids)) < len(ids):
+        raise CmgemsError(f"{path}: a {k}-mer is listed twice")
+    out = np.full(kmers.vocab_size(k), int(ranks.max()) + 1, dtype=np.int64)
+    out[ids] = ranks
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,8 +467,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scoring = sub.add_parser("score", help="PMI of every n-gram (n >= 2) with count >= min count")
     scoring.add_argument("--counts", required=True, help="counts parquet (with n = 1 rows)")
     scoring.add_argument("--out", required=True, help="PMI parquet")
-    scoring.add_argument("--definition", choices=DEFINITIONS, default="levine",
-                         help="levine: PMI_n over all segmentations, p = c / N_n, ranked by PMI_n; "
-                              "genemask: parts of length 1-2, p = c / (2 x bases), ranked by PMI x discount")
+    scoring.add_argument("--definition", choices=DEFINITIONS, default="npmi",
+                         help="npmi (default; the papers' normalised PMI): PMI_n over all segmentations, p = c / N_n, "
+                              "ranked by PMI_n x discount; levine: the same PMI_n ranked by itself (PMI-Masking); "
+                              "genemask: the released table's, parts of length 1-2, p = c / (2 x bases), ranked by "
+                              "PMI x discount")
     scoring.add_argument("--min-count", type=int, default=101, help="smallest count scored (default 101)")
     scoring.set_defaults(func=_score_cli)

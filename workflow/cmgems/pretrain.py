@@ -10,6 +10,8 @@ the step, so the gradient does not depend on how the step is split; the sequence
 their masks depend only on (seed, global sequence position) (cmgems.batches). Resumed on the same
 number of processes, a run ends with the weights of an uninterrupted one; on another, the same up
 to floating-point summation order (and dropout streams, which are per process).
+`reproduce_reference_bugs` trains as the released code instead: no attention mask (padding is attended,
+in training and validation) and the mean of micro-batch means as the loss (`loss_scales`).
 
 Stopping: SIGTERM, SIGUSR1 or SIGINT to any process asks every process to stop; they agree at the
 end of the step, checkpoint that step, and exit with 128 + the signal, which Snakemake retries.
@@ -69,6 +71,8 @@ class Settings:
     masking: str = option("genemask", help="masking strategy or curriculum name")
     masking_options: dict = option(factory=dict, help="JSON object of strategy options")
     pmi: str | None = option(None, help="pmi.parquet (for PMI-guided strategies)")
+    ranking: str | None = option(None, help="a published PMI ranking (GeneMask's Data-A CSV): the ranks come from it "
+                                            "instead of --pmi")
     tokenizer: str | None = option(None, help="tokenizer directory copied into saved models")
     init_from: str | None = option(None, help="continue pretraining from a local HF checkpoint")
     k: int = option(6, help="k-mer length (3-6)")
@@ -86,6 +90,8 @@ class Settings:
     eval_sequences: int = option(2000, help="validation sample: sequences")
     eval_batch_means: int = option(0, help="validation perplexity over all masked tokens (0) or as the mean of the "
                                            "means of batches of N sequences (the released code: 6)")
+    reproduce_reference_bugs: bool = option(False, help="as the released pretraining code: attend to padding (no "
+                                                        "attention mask) and minimise the mean of micro-batch means")
     log_every: int = option(10, help="a metrics row every N steps")
     save_every: int = option(1000, help="a checkpoint every N steps")
     keep_checkpoints: int = option(2, help="checkpoints kept")
@@ -105,7 +111,7 @@ class Settings:
 
 
 # Settings that do not change the experiment: a run may be resumed with other values of these.
-RUNTIME_SETTINGS = {"corpus", "out", "pmi", "tokenizer", "batch_size", "log_every", "save_every", "keep_checkpoints",
+RUNTIME_SETTINGS = {"corpus", "out", "pmi", "ranking", "tokenizer", "batch_size", "log_every", "save_every", "keep_checkpoints",
                     "milestones", "threads", "workers", "compile", "gpus", "peak_tflops", "meta"}
 
 
@@ -117,17 +123,20 @@ class MaskedLMObjective(torch.nn.Module):
     the head runs on the ~15% of positions that carry a label, given as flat indices, so that no
     step depends on data-dependent shapes (a host sync on GPUs). Wrap this module in DDP.
     Returns (summed cross-entropy, number predicted correctly), both 0-d device tensors.
+    `attend_padding`: no attention mask even in padded batches, as the released code (its training and
+    evaluation call the model without one), so that every position attends to the [PAD]s too.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, attend_padding: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.attend_padding = model, attend_padding
 
     def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor, masked_ids: torch.Tensor,
                 padded: bool = True):
         # no padding: no mask (SDPA may use its fastest kernels); else a 4D mask, which transformers
         # passes to SDPA as is (it inspects a 2D one on the host)
-        attention = input_ids.ne(kmers.PAD_ID)[:, None, None, :] if padded else None
+        masks = padded and not self.attend_padding
+        attention = input_ids.ne(kmers.PAD_ID)[:, None, None, :] if masks else None
         hidden = self.model.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
         logits = self.model.cls(hidden.flatten(0, 1).index_select(0, masked_positions)).float()
         loss = torch.nn.functional.cross_entropy(logits, masked_ids, reduction="sum")
@@ -196,11 +205,14 @@ class Run:
 
 
 def token_ranks(s: Settings) -> torch.Tensor | None:
-    """The PMI rank of every token id (CPU), for strategies that use them."""
+    """The PMI rank of every token id (CPU), for strategies that use them: from the published ranking
+    when one is given, else from the PMI table."""
     if not masking.needs_ranks(s.masking):
         return None
+    if s.ranking:
+        return torch.from_numpy(pmi.published_token_ranks(s.ranking, s.k))
     if not s.pmi:
-        raise CmgemsError(f"masking {s.masking!r} needs a PMI table: pass --pmi")
+        raise CmgemsError(f"masking {s.masking!r} needs a PMI table: pass --pmi (or a published ranking: --ranking)")
     return torch.from_numpy(pmi.token_ranks(s.pmi, s.k))
 
 
@@ -236,6 +248,9 @@ def check_settings(s: Settings) -> None:
         raise CmgemsError(f"--betas must be two numbers in [0, 1) (AdamW's decay rates), got {list(s.betas)}")
     if not 0 <= s.seed < 2**63:
         raise CmgemsError(f"--seed must be in [0, 2^63), got {s.seed}")
+    if s.init_from is not None:
+        vocab = kmers.vocab_size(kmers.check_k(s.k))
+        models.check_init(Path(s.init_from), models.bert_config(s.model, vocab, s.max_positions))
 
 
 def build(s: Settings, dist: Dist) -> Run:
@@ -255,7 +270,7 @@ def build(s: Settings, dist: Dist) -> Run:
     torch.manual_seed(s.seed)  # the same initial weights in every process
     model = models.masked_lm(models.bert_config(s.model, vocab, s.max_positions), s.init_from).to(dist.device)
     torch.manual_seed(dropout_seed(s.seed, dist.rank, 0))
-    objective = trainer = MaskedLMObjective(model)
+    objective = trainer = MaskedLMObjective(model, attend_padding=s.reproduce_reference_bugs)
     if dist.world_size > 1:
         trainer = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None,
@@ -340,13 +355,26 @@ class Batches:
         self._steps = None
 
 
-def train_step(run: Run, batch: dict) -> None:
-    """One optimizer step on this process's micro-batches of the step; no host sync."""
+def loss_scales(run: Run, batch: dict) -> list:
+    """The factor of each micro-batch's summed loss (`batch["micro"]` of this process) in the step's
+    objective, times the world size (DDP averages gradients over processes): 1 / the masked tokens of
+    the whole step (the mean over them), or with `reproduce_reference_bugs` 1 / (the micro-batch's own
+    masked tokens x the micro-batches of the step over all processes): the mean of micro-batch means,
+    as the released code (each micro-batch's mean loss / gradient_accumulation_steps; a micro-batch
+    without a masked token adds 0 where the released code would add NaN). No host sync."""
+    dist = run.dist
+    if run.s.reproduce_reference_bugs:
+        micro_batches = sum(len(run.layout.sizes(rank)) for rank in range(dist.world_size))
+        return [dist.world_size / (micro_batches * max(len(mb["masked_ids"]), 1)) for mb in batch["micro"]]
+    masked = distributed.sum_across(batch["masked"].to(dist.device, non_blocking=True), dist)  # the whole step's
+    return [(dist.world_size / masked.clamp(min=1).double()).float().squeeze(0)] * len(batch["micro"])
+
+
+def accumulate_gradients(run: Run, batch: dict) -> None:
+    """Forward and backward of this process's micro-batches of a step: the step's gradient in `.grad`."""
     device, dist = run.dist.device, run.dist
-    masked = distributed.sum_across(batch["masked"].to(device, non_blocking=True), dist)  # the whole step's
-    scale = (dist.world_size / masked.clamp(min=1).double()).float().squeeze(0)  # DDP averages over processes
     micro = batch["micro"]
-    for i, mb in enumerate(micro):
+    for i, (mb, scale) in enumerate(zip(micro, loss_scales(run, batch))):
         ids, positions, targets = (mb[key].to(device, non_blocking=True)
                                    for key in ("input_ids", "masked_positions", "masked_ids"))
         syncs = i == len(micro) - 1 or dist.world_size == 1
@@ -355,6 +383,11 @@ def train_step(run: Run, batch: dict) -> None:
         (loss * scale).backward()
         run.meter.loss += loss.detach()
         run.meter.correct += correct
+
+
+def train_step(run: Run, batch: dict) -> None:
+    """One optimizer step on this process's micro-batches of the step; no host sync."""
+    accumulate_gradients(run, batch)
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.s.clip, foreach=True)
     run.optimizer.step()
     run.scheduler.step()

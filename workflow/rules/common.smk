@@ -1,4 +1,6 @@
+import hashlib
 import json
+import math
 import os
 import re
 import shlex
@@ -15,6 +17,7 @@ shell.prefix(
 # The planning of packs below imports the checkout's cmgems (modules of the standard library only).
 sys.path.insert(0, str(PACKAGE_DIR))
 from cmgems import layout
+from cmgems.atomic import atomic_output
 from cmgems.gue import task_group
 from cmgems.layout import Model
 from cmgems.packs import deal
@@ -42,20 +45,34 @@ DOWNLOADED_GENOME = "resources/genomes/{genome}.fa.gz"  # rule download_genome's
 
 
 def genome_fasta(wildcards):
-    entry = config["genomes"][wildcards.genome]
-    return (
-        entry["path"]
-        if "path" in entry
-        else DOWNLOADED_GENOME.format(genome=wildcards.genome)
-    )
+    return fasta_of(wildcards.genome)
+
+
+def fasta_of(genome):
+    """The FASTA of `genome`: its path, its download, or those of the genome it is a variant of."""
+    entry = config["genomes"][genome]
+    if "variant_of" in entry and "path" not in entry and "url" not in entry:
+        return fasta_of(entry["variant_of"])
+    return entry["path"] if "path" in entry else DOWNLOADED_GENOME.format(genome=genome)
 
 
 def genome_contigs(genome):
     return config["genomes"][genome].get("contigs", DEFAULT_CONTIGS)
 
 
+def setting(genome, section, *keys):
+    """genome_config(genome)[section][keys...]: a setting as `genome`'s overrides make it."""
+    value = GENOME_CONFIGS.get(genome, config)[section]
+    for key in keys:
+        value = value[key]
+    return value
+
+
+GENOME_CONFIGS = {genome: genome_config(genome) for genome in config["genomes"]}
+
+
 def pmi_contigs(genome):
-    return config["pmi"]["contigs"] or genome_contigs(genome)
+    return setting(genome, "pmi", "contigs") or genome_contigs(genome)
 
 
 # ---------------------------------------------------------------------------- resources
@@ -166,10 +183,16 @@ check_pretrain_resources()
 
 
 def pretrain_inputs(wildcards):
-    """The corpus, PMI table and tokenizer of a run; the starting checkpoint when `init_from` is set."""
+    """The corpus, PMI ranks (the published ranking when `pmi.ranking` is set, else the PMI table) and
+    tokenizer of a run; the starting checkpoint when `init_from` is set."""
+    ranking = setting(wildcards.genome, "pmi").get("ranking")
     inputs = {
         "corpus": layout.of_genome(wildcards.genome, layout.CORPUS),
-        "pmi": layout.of_genome(wildcards.genome, layout.PMI),
+        **(
+            {"ranking": ranking["path"]}
+            if ranking
+            else {"pmi": layout.of_genome(wildcards.genome, layout.PMI)}
+        ),
         "tokenizer": layout.of_genome(wildcards.genome, layout.TOKENIZER),
     }
     if PRE.get("init_from"):
@@ -177,10 +200,10 @@ def pretrain_inputs(wildcards):
     return inputs
 
 
-def pretrain_recipe_args():
-    """The recipe as `cmgems pretrain` options, each value shell-quoted."""
+def pretrain_recipe_args(genome):
+    """The recipe of `genome`'s runs as `cmgems pretrain` options, each value shell-quoted."""
     args = []
-    for key, value in PRE.get("recipe", {}).items():
+    for key, value in setting(genome, "pretrain").get("recipe", {}).items():
         flag = f"--{key.replace('_', '-')}"
         if key == "compile":
             args += [flag] if value else []
@@ -191,6 +214,13 @@ def pretrain_recipe_args():
 
 # ----------------------------------------------------------------------- pretrained models
 EXTERNAL = config["pretrained_models"]
+MODELS_DIR = "resources/models"  # where rule fetch_model writes the entries that name a hub repository
+
+
+def external_dir(name):
+    """The folder of a published checkpoint: its local `path`, or where fetch_model writes its `repo`."""
+    entry = EXTERNAL[name]
+    return entry["path"] if "path" in entry else f"{MODELS_DIR}/{name}"
 
 
 def model_of(wildcards):
@@ -200,7 +230,7 @@ def model_of(wildcards):
 
 def model_dir(wildcards):
     if wildcards.genome == layout.EXTERNAL:
-        return EXTERNAL[wildcards.model]["path"]
+        return external_dir(wildcards.model)
     return model_of(wildcards).checkpoint()
 
 
@@ -209,6 +239,74 @@ def trusts_remote_code(wildcards):
     return wildcards.genome == layout.EXTERNAL and bool(
         EXTERNAL[wildcards.model].get("trust_remote_code")
     )
+
+
+FETCHED_MODELS = {name: e for name, e in EXTERNAL.items() if "repo" in e}
+
+
+def model_resources(wildcards):
+    """A published checkpoint's own resources (`pretrained_models.NAME.resources`), over its stage's."""
+    return EXTERNAL[wildcards.model].get("resources", {})
+
+
+def model_settings(wildcards, settings):
+    """A run's settings (cmgems.finetune.Settings) for the model of `wildcards`: a published
+    checkpoint's entry names its tokenizer, and may set max_length (for every run, or by GUE task, task
+    group or few-shot dataset), scale the protocol's max_length otherwise, and set the batch size.
+    """
+    if wildcards.genome != layout.EXTERNAL:
+        return settings
+    entry = EXTERNAL[wildcards.model]
+    scaled = max(
+        3, math.ceil(settings["max_length"] * entry.get("max_length_scale", 1))
+    )
+    given = entry.get("max_length", {})
+    if isinstance(given, dict):
+        task = settings["meta"].get("task") or settings["meta"]["dataset"]
+        given = given.get(task, given.get(task_group(task), scaled))
+    settings = dict(
+        settings, tokenizer=entry.get("tokenizer", "kmer"), max_length=given
+    )
+    if "batch_size" in entry:
+        settings.update(
+            batch_size=entry["batch_size"], eval_batch_size=entry["batch_size"]
+        )
+    return settings
+
+
+def check_pretrained_models():
+    """Fail at DAG build time on an entry that is neither a local folder nor a pinned repository, or
+    whose resources would change whether its packs ask for GPUs (their conda env and GPU check follow
+    the stage's resources)."""
+    for name, entry in EXTERNAL.items():
+        where = f"pretrained_models.{name}"
+        if ("path" in entry) == ("repo" in entry):
+            raise ConfigError(
+                f"{where}: give path (a local model folder) or repo (a hub repository, with revision and "
+                "files), exactly one"
+            )
+        if "repo" in entry and "config.json" not in entry["files"]:
+            raise ConfigError(
+                f"{where}.files: lacks config.json, which every model folder needs (list each file "
+                "the model needs with its sha256)"
+            )
+        own = entry.get("resources", {})
+        if own.get("nodes", 1) > 1:
+            raise ConfigError(
+                f"{where}.resources.nodes: fine-tuning runs one process on one node"
+            )
+        for stage, resources in (
+            ("gue", GUE_RESOURCES),
+            ("fewshot", FEWSHOT_RESOURCES),
+        ):
+            if asks_gpu({**resources, **own}) != asks_gpu(resources):
+                raise ConfigError(
+                    f"{where}.resources: asks for GPUs where {stage}.resources does not, or the reverse; "
+                    f"a pack's environment follows {stage}.resources, so ask for GPUs there too"
+                )
+
+
+check_pretrained_models()
 
 
 def meta_json(**fields):
@@ -280,11 +378,17 @@ GRID = layout.Grid(
     gue_seeds=tuple(GUE["seeds"]),
     fewshot=tuple(fewshot_runs()),
     baseline=config["baseline"]["enabled"],
+    variants=tuple(
+        (genome, entry["variant_of"])
+        for genome, entry in config["genomes"].items()
+        if "variant_of" in entry
+    ),
 )
 
 
 def fetched_files():
-    """{local path: {url, sha1}} of every file a few-shot source supplies (into/PATH from url/PATH)."""
+    """{local path: {url, sha1}} of every file a few-shot source supplies (into/PATH from url/PATH),
+    and of the published PMI ranking (`pmi.ranking` with a url)."""
     files = {}
     for source in FEW["sources"].values():
         for name, sha1 in source["files"].items():
@@ -292,6 +396,17 @@ def fetched_files():
             if local in files:
                 raise ConfigError(f"fewshot.sources: two sources write {local}")
             files[local] = {"url": f"{source['url'].rstrip('/')}/{name}", "sha1": sha1}
+    rankings = {}  # every genome's published ranking, each file once
+    for genome in config["genomes"]:
+        ranking = setting(genome, "pmi").get("ranking") or {}
+        if "url" in ranking:
+            rankings[os.path.normpath(ranking["path"])] = ranking
+    for local, ranking in rankings.items():
+        if local in files:
+            raise ConfigError(
+                f"pmi.ranking.path: {local} is also a fewshot.sources file"
+            )
+        files[local] = {"url": ranking["url"], "sha1": ranking["sha1"]}
     return files
 
 
@@ -341,6 +456,7 @@ def downloads():
         for g, entry in config["genomes"].items()
         if "url" in entry
     ]
+    files += [external_dir(name) for name, entry in EXTERNAL.items() if "repo" in entry]
     return files + list(FETCHED) + (all_gue_files() if "url" in GUE else [])
 
 
@@ -477,8 +593,19 @@ def fewshot_pack_files(runs):
 
 
 def pack_resources(resources, runs):
-    """A pack's resources: those of a run (config), `runtime` times the pack's runs."""
-    return {**resources, "runtime": resources["runtime"] * len(runs)}
+    """A pack's resources, each a function of the job's wildcards: those of a run (config; for a
+    published checkpoint, its entry's `resources` over them), `runtime` times the pack's runs.
+    """
+    keys = set(resources).union(*(e.get("resources", {}) for e in EXTERNAL.values()))
+
+    def value(w, key):
+        external = getattr(w, "genome", None) == layout.EXTERNAL
+        own = model_resources(w) if external else {}
+        merged = {**resources, **own}
+        merged["runtime"] *= len(runs)
+        return merged.get(key) if merged.get("gpu") or key != "gpu_model" else None
+
+    return {key: lambda w, key=key: value(w, key) for key in keys}
 
 
 def pack_spec(name, key, runs):
@@ -506,26 +633,28 @@ def model_meta(w, kind, **fields):
 
 def gue_run(w, model, run):
     """Settings of a GUE run (cmgems.finetune.Settings) of the model of wildcards `w`."""
-    return dict(
+    settings = dict(
         model=model,
         **{split: gue_file(run.task, split) for split in SPLITS},
         out=run.of(model_of(w)).folder(),
         **gue_settings(run.task),
-        select_by=GUE["select_by"],
-        lr=GUE["lr"],
-        batch_size=GUE["batch_size"],
+        select_by=setting(w.genome, "gue", "select_by"),
+        lr=setting(w.genome, "gue", "lr"),
+        batch_size=setting(w.genome, "gue", "batch_size"),
         seed=run.seed,
         threads=GUE["threads"],
+        fp16=setting(w.genome, "gue", "fp16"),
         trust_remote_code=trusts_remote_code(w),
         meta=model_meta(w, layout.GUE, task=run.task, seed=run.seed),
     )
+    return model_settings(w, settings)
 
 
 def fewshot_run(w, model, run):
     """Settings of a few-shot run (cmgems.finetune.Settings): GeneMask's protocol."""
     regime = fewshot_regime(run.shots)
     dataset = FEW["datasets"][run.task]
-    return dict(
+    settings = dict(
         model=model,
         train=fewshot_training_set(run),
         test=dataset["test"],
@@ -544,6 +673,7 @@ def fewshot_run(w, model, run):
             w, layout.FEWSHOT, dataset=run.task, shots=run.shots, seed=run.seed
         ),
     )
+    return model_settings(w, settings)
 
 
 def baseline_gue_run(run):
@@ -569,6 +699,37 @@ def baseline_fewshot_run(run):
             kind=layout.FEWSHOT, dataset=run.task, shots=run.shots, seed=run.seed
         ),
     )
+
+
+# Keys of a run's settings that do not define what it computes: where it writes and reads its model
+# (the run's identity says which), its CPU threads, its identity itself, its cache folder.
+NOT_DEFINING = ("out", "model", "threads", "meta", "cache")
+
+
+def run_settings(run):
+    """The settings that define `run` of the grid, as its `metrics.json` records them under `settings`."""
+    if run.model is None:
+        build = baseline_gue_run if run.kind == layout.GUE else baseline_fewshot_run
+        settings = build(run)
+    else:
+        build = gue_run if run.kind == layout.GUE else fewshot_run
+        settings = build(run.model, model_dir(run.model), run)
+    return {key: value for key, value in settings.items() if key not in NOT_DEFINING}
+
+
+def declared_settings():
+    """{run folder: run_settings} of every run of the grid, as JSON text (keys sorted)."""
+    settings = {run.folder(): run_settings(run) for run in GRID.runs()}
+    return json.dumps(settings, sort_keys=True)
+
+
+def write_declared_settings(path, log):
+    """The declared settings into `path` (atomically); their digest and run count into `log`."""
+    text = declared_settings()
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    Path(log).write_text(f"settings of {len(GRID.runs())} runs, sha256 {digest}\n")
 
 
 def cluster_jobs():

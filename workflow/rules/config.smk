@@ -96,8 +96,19 @@ def check_alternatives():
             raise ConfigError(
                 f"{where}: md5 without url: md5 checks a download; drop it for a local path"
             )
-        if "path" not in entry and "url" not in entry:
-            raise ConfigError(f"{where}: give path (a local FASTA) or url with md5")
+        if "path" not in entry and "url" not in entry and "variant_of" not in entry:
+            raise ConfigError(
+                f"{where}: give path (a local FASTA), url with md5, or variant_of (another genome)"
+            )
+        base = entry.get("variant_of")
+        if base is not None and (base == name or base not in config["genomes"]):
+            raise ConfigError(
+                f"{where}.variant_of: {base!r} is not another genome of genomes ({', '.join(config['genomes'])})"
+            )
+        if base is not None and "variant_of" in config["genomes"][base]:
+            raise ConfigError(
+                f"{where}.variant_of: {base!r} is itself a variant; name the genome it varies"
+            )
     for name, entry in entries("fewshot", "datasets"):
         where = f"fewshot.datasets.{name}"
         if "pool" in entry and "pooled" in entry:
@@ -128,17 +139,53 @@ def describe(error):
 
 
 def check_schema():
-    """Validate against the schema (messages by key), then let Snakemake fill in its defaults."""
+    """Validate against the schema (messages by key), then let Snakemake fill in its defaults; then
+    each genome's settings (`genome_config`) as a whole configuration."""
     schema = yaml.safe_load(SCHEMA_FILE.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise ConfigError(describe(error))
     validate(config, schema=str(SCHEMA_FILE))
+    for genome in config["genomes"]:
+        error = jsonschema.exceptions.best_match(
+            validator.iter_errors(genome_config(genome))
+        )
+        if error is not None:
+            raise ConfigError(f"genomes.{genome}.overrides: {describe(error)}")
 
 
-def check_semantics():
-    """Constraints between keys, which the schema cannot state."""
+def merged(base, over):
+    """`base` with `over` merged in: mappings key by key, anything else replaced."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    return {
+        **base,
+        **{key: merged(base.get(key), value) for key, value in over.items()},
+    }
+
+
+def genome_config(genome):
+    """The configuration of `genome`'s stages and runs: the top level with its `overrides` merged in
+    (the top level itself for the published checkpoints' genome)."""
+    entry = config["genomes"].get(genome, {})
+    return merged(config, entry.get("overrides", {}))
+
+
+def check_semantics(config, genome=None):
+    """Constraints between keys, which the schema cannot state, in `config`: that of `genome`, whose
+    messages name its overrides, or the top level's (for the genomes without overrides).
+    """
+    plain = [g for g, entry in config["genomes"].items() if "overrides" not in entry]
+    try:
+        check_keys(config, [genome] if genome else plain)
+    except ConfigError as err:
+        raise ConfigError(
+            f"genomes.{genome}.overrides: {err}" if genome else str(err)
+        ) from None
+
+
+def check_keys(config, genomes):
     positions, corpus = config["max_positions"], config["corpus"]
     if corpus["min_tokens"] > corpus["max_tokens"]:
         raise ConfigError(
@@ -175,8 +222,8 @@ def check_semantics():
                 f"(pretrain.steps: {longest}), so no run would save it"
             )
     for contig in config["pmi"]["contigs"] or []:
-        for genome, entry in config["genomes"].items():
-            if contig not in entry.get("contigs", DEFAULT_CONTIGS):
+        for genome in genomes:
+            if contig not in config["genomes"][genome].get("contigs", DEFAULT_CONTIGS):
                 raise ConfigError(
                     f"pmi.contigs: {contig!r} is not among the contigs of genome {genome!r} "
                     f"(genomes.{genome}.contigs, default chr1-22, chrX, chrY)"
@@ -225,5 +272,8 @@ check_duplicate_keys(workflow.configfiles)
 check_finite(config)
 check_alternatives()
 check_schema()
-check_semantics()
+check_semantics(config)
+for genome, entry in config["genomes"].items():
+    if "overrides" in entry:
+        check_semantics(genome_config(genome), genome)
 check_fewshot_shots()

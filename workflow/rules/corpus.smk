@@ -15,7 +15,7 @@ rule corpus_chunk:
     resources:
         mem_mb=4000,
     params:
-        corpus=config["corpus"],
+        corpus=lambda w: setting(w.genome, "corpus"),
         k=K,
     shell:
         "python -m cmgems.cli corpus chunk --contig-parquet {input:q}/{wildcards.contig}.parquet --out {output:q} "
@@ -42,7 +42,7 @@ rule corpus_finalize:
     resources:
         mem_mb=8000,
     params:
-        fraction=config["corpus"]["validation_fraction"],
+        fraction=lambda w: setting(w.genome, "corpus", "validation_fraction"),
         k=K,
     shell:
         "python -m cmgems.cli corpus finalize --chunks {input.chunks:q} --out-dir {output:q} --k {params.k} "

@@ -16,7 +16,7 @@ rule pmi_count:
     resources:
         mem_mb=4000,
     params:
-        max_n=config["pmi"]["max_n"],
+        max_n=lambda w: setting(w.genome, "pmi", "max_n"),
     shell:
         "python -m cmgems.cli pmi count --contigs {input:q}/{wildcards.contig}.parquet --max-n {params.max_n} "
         "--threads {threads} --out {output:q} > {log:q} 2>&1"
@@ -52,8 +52,8 @@ rule pmi_score:
     conda:
         "../../envs/core.yaml"
     params:
-        definition=config["pmi"]["definition"],
-        min_count=config["pmi"]["min_count"],
+        definition=lambda w: setting(w.genome, "pmi", "definition"),
+        min_count=lambda w: setting(w.genome, "pmi", "min_count"),
     shell:
         "python -m cmgems.cli pmi score --counts {input:q} --out {output:q} --definition {params.definition:q} "
         "--min-count {params.min_count} > {log:q} 2>&1"

@@ -27,10 +27,17 @@ rule pretrain:
     params:
         run=layout.WILDCARDS.folder(),
         launch=PACKAGE_DIR / "scripts" / "launch.sh",
-        recipe=pretrain_recipe_args(),
-        options=lambda w: json.dumps(PRE["masking_options"].get(w.masking, {})),
+        recipe=lambda w: pretrain_recipe_args(w.genome),
+        options=lambda w: json.dumps(
+            setting(w.genome, "pretrain", "masking_options").get(w.masking, {})
+        ),
         init=lambda w, input: (
             shlex.join(["--init-from", input.init]) if "init" in input.keys() else ""
+        ),
+        ranks=lambda w, input: shlex.join(
+            ["--ranking", input.ranking]
+            if "ranking" in input.keys()
+            else ["--pmi", input.pmi]
         ),
         meta=lambda w: meta_json(genome=w.genome),
         k=K,
@@ -43,7 +50,7 @@ rule pretrain:
         "CMGEMS_NODES={resources.nodes} CMGEMS_PROCS_PER_NODE={params.processes} "
         "CMGEMS_CPUS_PER_TASK={resources.cpus_per_task} CMGEMS_SHUTDOWN_TIMEOUT={params.shutdown} "
         "exec bash {params.launch:q} pretrain "
-        "--corpus {input.corpus:q} --pmi {input.pmi:q} --tokenizer {input.tokenizer:q} "
+        "--corpus {input.corpus:q} {params.ranks} --tokenizer {input.tokenizer:q} "
         "--out {params.run:q} --model {wildcards.model} --masking {wildcards.masking} "
         "--masking-options {params.options:q} --max-steps {wildcards.steps} --k {params.k} "
         "--max-positions {params.positions} --seed {params.seed} --gpus {params.gpus} "

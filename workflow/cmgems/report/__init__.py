@@ -1,7 +1,8 @@
 """Tables and figures from finished runs: GUE and few-shot scores, pretraining curves, PMI, masks.
 
 Reads only the runs of a grid (`cmgems.layout.Grid`, what the workflow declares), from the folders
-the results layout gives them (`collect`), and recomputes nothing; builds the tables (`tables`) and
+the results layout gives them (`collect`), and trains nothing; builds the tables (`tables`), with 95%
+intervals, and the claims table (`claims`: the CM-GEMS abstract's claims tested, `cmgems.stats`) and
 writes them as CSV, Markdown and LaTeX (`render`); draws the figures (`figures`, `masks`).
 
 `cmgems report --grid JSON --k K --max-positions L --steps N [--results results] [--out results/report]
@@ -30,7 +31,7 @@ def write_tables(root: str | Path, grid: Grid, runs: pd.DataFrame, published_dir
                  folder: str | Path) -> list[Path]:
     """Every table of layout.TABLES into report `folder`."""
     summaries = collect.pretraining_summaries(root, grid.pretrained)
-    return render.write_tables(tables.all_tables(runs, summaries, published_dir), folder)
+    return render.write_tables(tables.all_tables(runs, summaries, published_dir, grid), folder)
 
 
 def write_figures(root: str | Path, grid: Grid, runs: pd.DataFrame, folder: str | Path, k: int, max_positions: int,
@@ -51,9 +52,20 @@ def write_figures(root: str | Path, grid: Grid, runs: pd.DataFrame, folder: str 
 
 
 # ------------------------------------------------------------------------------------------- CLI
+def read_settings(path: str) -> dict[str, dict]:
+    """The --settings file: {run folder: {setting: value}}."""
+    doc = collect.read_json(Path(path))
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise CmgemsError(f"{path}: not a JSON object of run folders and their settings")
+    return doc
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", required=True, type=argument(Grid.from_json),
                         help="the runs to report, as JSON (cmgems.layout.Grid; the workflow's report rule passes it)")
+    parser.add_argument("--settings", type=argument(read_settings),
+                        help="JSON {run folder: settings} the config declares for each run (the workflow writes "
+                             f"{layout.REPORT_SETTINGS}): a record made with other settings stops the report")
     parser.add_argument("--results", default=layout.ROOT, help=f"results root to read (default: {layout.ROOT})")
     parser.add_argument("--out", default=layout.REPORT, help=f"report directory (tables/, figures/; default: "
                         f"{layout.REPORT})")
@@ -74,7 +86,7 @@ def run_cli(args: argparse.Namespace) -> None:
     results = Path(args.results)
     if not results.is_dir():
         raise CmgemsError(f"--results {results}: not a directory")
-    runs = collect.collect_runs(results, args.grid.runs())
+    runs = collect.collect_runs(results, args.grid.runs(), args.settings)
     counts = runs["kind"].value_counts()
     log.info("%d GUE and %d few-shot runs under %s", counts.get(layout.GUE, 0), counts.get(layout.FEWSHOT, 0),
              results)

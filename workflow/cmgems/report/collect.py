@@ -16,8 +16,10 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from cmgems import layout
+from cmgems import layout, stats
 from cmgems.errors import CmgemsError
 from cmgems.layout import Model, Run
 
@@ -110,25 +112,49 @@ def _existing(paths: Iterable[Path], what: str) -> list[Path]:
     return found
 
 
-def collect_runs(root: str | Path, runs: Iterable[Run]) -> pd.DataFrame:
+def settings_differences(doc: dict, declared: dict) -> list[str]:
+    """'key: recorded X, declared Y' for each setting of `declared` that the record `doc` (its
+    `settings`) gives otherwise or lacks."""
+    recorded = doc.get("settings") if isinstance(doc.get("settings"), dict) else {}
+    missing = object()
+    return [f"{key}: recorded {recorded.get(key, 'nothing')!r}, declared {value!r}"
+            for key, value in sorted(declared.items()) if recorded.get(key, missing) != value]
+
+
+def _check_settings(stale: list[str]) -> None:
+    """CmgemsError listing the records trained with other settings than the config declares."""
+    if stale:
+        shown = "\n  ".join(stale[:5]) + (f"\n  ... and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise CmgemsError(f"{len(stale)} run record(s) were made with other settings than the config declares for "
+                          f"them, so the report would show them under settings they were not trained with:\n  {shown}\n"
+                          "Run snakemake again (without --rerun-triggers mtime) to recompute them, or delete them")
+
+
+def collect_runs(root: str | Path, runs: Iterable[Run], settings: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per declared GUE / few-shot run whose metrics.json exists under `root` (metrics as
     fractions), in the order of their paths.
 
     Columns: RUN_COLUMNS. A record must be of its declared run (`_check_identity`) and its metrics
     numbers; a run with a metric that is NaN or infinite is left out, with one warning naming them.
+    `settings` ({run folder under layout.ROOT: settings}, as the workflow writes layout.REPORT_SETTINGS):
+    a record whose recorded settings differ from its run's is a CmgemsError naming each.
     """
     declared = {Path(run.folder(root)) / layout.RECORD: run for run in runs}
-    rows, left_out = [], []
+    rows, left_out, stale = [], [], []
     for path in _existing(declared, "runs' metrics.json"):
         doc = read_json(path)
         if not isinstance(doc, dict):
             raise CmgemsError(f"{path}: not a JSON object")
         row = _run_row(path, doc, declared[path])
+        differ = settings_differences(doc, settings.get(declared[path].folder(), {})) if settings else []
+        if differ:
+            stale.append(f"{path}: {'; '.join(differ)}")
         bad = _not_finite(doc["metrics"])
         if bad:
             left_out.append(f"{path} ({', '.join(bad)})")
             continue
         rows.append(row)
+    _check_settings(stale)
     if left_out:
         log.warning("%d run(s) left out of every table, their metrics not finite (counts and means are of the "
                     "runs shown): %s", len(left_out), "; ".join(left_out))
@@ -137,6 +163,25 @@ def collect_runs(root: str | Path, runs: Iterable[Run]) -> pd.DataFrame:
     table["seed"] = table["seed"].astype("int64")
     table["shots"] = table["shots"].astype("Int64")
     return table
+
+
+def read_confusion(record: str | Path) -> np.ndarray | None:
+    """The test-set confusion matrix (C, C; rows: true class, columns: predicted) of the run whose
+    metrics.json is `record`, from the predictions.parquet beside it; None when there is none or it
+    is empty."""
+    path = Path(record).with_name(layout.PREDICTIONS)
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path, columns=["label", "prediction"])
+    except (OSError, KeyError, pa.ArrowInvalid) as err:
+        raise CmgemsError(f"{path}: cannot read columns label, prediction: {err}") from None
+    labels, predictions = (table[c].to_numpy() for c in ("label", "prediction"))
+    if not len(labels):
+        return None
+    if min(labels.min(), predictions.min()) < 0:
+        raise CmgemsError(f"{path}: a label or prediction is negative, not a class number")
+    return stats.confusions(labels, predictions, int(max(labels.max(), predictions.max())) + 1)[0]
 
 
 def _identity(model: Model) -> dict:
@@ -212,8 +257,10 @@ PUBLISHED_FILES = {"gue": "gue_mcc.csv", "fewshot": "fewshot.csv"}
 
 
 def read_published(published_dir: str | Path | None) -> dict[str, pd.DataFrame]:
-    """The published reference numbers: {"gue": task, model, mcc_x100, source;
-    "fewshot": dataset, shots, model, metric, value_x100, source} (empty frames when absent)."""
+    """The published reference numbers: {"gue": task, model, mcc_x100, source, checkpoint (optional:
+    blank when the file has no such column); "fewshot": dataset, shots, model, metric, value_x100,
+    source} (empty frames when absent). A line whose first non-blank character is '#' is a comment;
+    a '#' inside a row is data ("issue #127")."""
     empty = {"gue": pd.DataFrame(columns=["task", "model", "mcc_x100", "source"]),
              "fewshot": pd.DataFrame(columns=["dataset", "shots", "model", "metric", "value_x100", "source"])}
     out = {}
@@ -221,10 +268,11 @@ def read_published(published_dir: str | Path | None) -> dict[str, pd.DataFrame]:
         path = Path(published_dir) / name if published_dir else None
         if path is None or not path.exists():
             log.warning("published numbers %s not found; the comparison leaves them out", path or name)
-            out[kind] = empty[kind]
+            out[kind] = _with_optional(kind, empty[kind])
             continue
         try:
-            table = pd.read_csv(path, comment="#")
+            comments = [n for n, text in enumerate(_lines(path)) if _is_comment(text)]
+            table = pd.read_csv(path, skiprows=comments)
         except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise CmgemsError(f"{path}: cannot read it as CSV text (UTF-8): {err}") from None
         missing = [c for c in empty[kind].columns if c not in table.columns]
@@ -232,17 +280,34 @@ def read_published(published_dir: str | Path | None) -> dict[str, pd.DataFrame]:
             raise CmgemsError(f"{path}: missing column(s) {', '.join(missing)}")
         if table["source"].isna().any():
             raise CmgemsError(f"{path}: line {_line(path, table['source'].isna())}: every published number needs a source")
-        out[kind] = _numeric(path, table, PUBLISHED_NUMBERS[kind])
+        out[kind] = _with_optional(kind, _numeric(path, table, PUBLISHED_NUMBERS[kind]))
     return out
 
 
 PUBLISHED_NUMBERS = {"gue": {"mcc_x100": float}, "fewshot": {"shots": int, "value_x100": float}}
+# Optional columns, blank where a file lacks them: the public checkpoint a published row evaluated.
+PUBLISHED_OPTIONAL = {"gue": ["checkpoint"], "fewshot": []}
+
+
+def _with_optional(kind: str, table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each optional column of `kind` that it lacks, blank."""
+    return table.assign(**{column: pd.NA for column in PUBLISHED_OPTIONAL[kind] if column not in table})
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of `path` as `read_csv` numbers them (UTF-8, a byte order mark dropped)."""
+    return path.read_text(encoding="utf-8-sig").split("\n")
+
+
+def _is_comment(text: str) -> bool:
+    """A whole-line comment: its first non-blank character is '#'."""
+    return text.lstrip().startswith("#")
 
 
 def _line(path: Path, bad: pd.Series) -> int:
-    """The line of `path` that holds the first row where `bad` is true (the header and lines left
-    blank or commented out by `read_csv(comment="#")` counted)."""
-    lines = [n for n, text in enumerate(path.read_text().splitlines(), start=1) if text.split("#")[0].strip()]
+    """The line of `path` that holds the first row where `bad` is true (the header, blank lines and
+    comment lines counted)."""
+    lines = [n for n, text in enumerate(_lines(path), start=1) if text.strip() and not _is_comment(text)]
     return lines[int(bad.to_numpy().argmax()) + 1]
 
 

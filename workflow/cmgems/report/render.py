@@ -13,12 +13,21 @@ from cmgems import layout
 from cmgems.atomic import atomic_output
 
 
-def _cell(value, digits: int) -> str:
+P_VALUES = ("p", "p_holm")  # columns shown with P_DIGITS significant digits (0.00 would hide a p of 0.004)
+P_DIGITS = 2
+
+
+def _cell(value, digits: int, column: str) -> str:
     if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value)):
         return ""
     if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}f}"
+        return f"{value:.{P_DIGITS}g}" if column in P_VALUES else f"{value:.{digits}f}"
     return str(value)
+
+
+def _cells(df: pd.DataFrame, digits: int) -> list[list[str]]:
+    """Every row of `df` as text cells (`_cell`)."""
+    return [[_cell(v, digits, c) for c, v in zip(df.columns, row)] for row in df.itertuples(index=False)]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -34,8 +43,7 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
     lines = ["| " + " | ".join(str(c) for c in df.columns) + " |",
              "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(_cell(v, digits).replace("|", r"\|") for v in row) + " |"
-              for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(v.replace("|", r"\|") for v in row) + " |" for row in _cells(df, digits)]
     return "\n".join(lines) + "\n"
 
 
@@ -44,7 +52,7 @@ def to_latex(df: pd.DataFrame, digits: int = 2) -> str:
     align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
              " & ".join(latex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(latex_escape(_cell(v, digits)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in _cells(df, digits)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,9 @@
 """The report's tables as DataFrames, from the collected runs (`collect`). Metrics are shown x100
 (columns `*_x100`), as the papers do. Methods (genome, model, masking, steps) are ordered by genome,
-model, then masking in the order of the masking registry (the baseline after, others last)."""
+model, then masking in the order of the masking registry (the baseline after, others last).
+
+MCC has a 95% interval (`mcc_x100_low`, `mcc_x100_high`): over seeds (Student t) where a few-shot
+mean has several, else a percentile bootstrap over the run's test set (`with_test_intervals`)."""
 
 from __future__ import annotations
 
@@ -10,14 +13,18 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from cmgems import layout, masking
+from cmgems import layout, masking, stats
 from cmgems.gue import GROUP_ORDER, GUE_27, GUE_TASKS, task_group
-from cmgems.report.collect import METHOD_KEYS, METRICS, read_published
+from cmgems.layout import Grid
+from cmgems.report.claims import claims_table
+from cmgems.report.collect import METHOD_KEYS, METRICS, read_confusion, read_published
+from cmgems.report.variants import variants_table
 
 FEWSHOT_METRICS = ["mcc", "accuracy", "f1_macro"]
 NO_MASKING = layout.BASELINE_MODEL.masking
 MASKING_ORDER = [*masking.names(), NO_MASKING]
-
+FEWSHOT_KEYS = ["dataset", "shots", *METHOD_KEYS]  # a few-shot mean: its runs differ by seed
+T_OVER_SEEDS, BOOTSTRAP_TEST_SET = "t over seeds", "bootstrap over the test set"
 
 
 def method_label(genome: str, model: str, masking: str, steps: int, with_genome: bool = False) -> str:
@@ -57,16 +64,38 @@ def _x100(df: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     return df.assign(**{m: df[m] * 100 for m in metrics}).rename(columns={m: f"{m}_x100" for m in metrics})
 
 
+def with_test_intervals(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` plus `mcc_low`, `mcc_high`: the 95% percentile bootstrap interval of the MCC over the
+    test set (`stats.mcc_interval`, from the run's predictions.parquet, each read once) of every GUE
+    run and every few-shot run alone in its mean (FEWSHOT_KEYS); NaN for the others and for runs
+    without predictions."""
+    few = runs["kind"] == layout.FEWSHOT
+    alone = few & ~runs[FEWSHOT_KEYS].where(few).duplicated(keep=False)
+    bounds = np.full((len(runs), 2), np.nan)
+    for i in np.flatnonzero((runs["kind"] == layout.GUE) | alone):
+        confusion = read_confusion(runs["path"].iloc[i])
+        if confusion is not None:
+            bounds[i] = stats.mcc_interval(confusion)
+    return runs.assign(mcc_low=bounds[:, 0], mcc_high=bounds[:, 1])
+
+
+def _test_interval_x100(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` plus mcc_x100_low, mcc_x100_high from `with_test_intervals`' columns (NaN without them)."""
+    return runs.assign(**{f"mcc_x100_{end}": 100 * runs[f"mcc_{end}"] if f"mcc_{end}" in runs else np.nan
+                          for end in ("low", "high")})
+
+
 # ------------------------------------------------------------------------------------------- GUE
 def gue_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every GUE run: genome, model, masking, steps, task, group, seed, metrics x100, sizes.
+    """Every GUE run: genome, model, masking, steps, task, group, seed, metrics x100, the 95%
+    interval of MCC x100 over the test set (blank unless `runs` has `with_test_intervals`'), sizes.
 
     No timings: the table depends only on the results, so runs on different machines compare byte
     for byte (timings are in each metrics.json)."""
-    gue = runs[runs["kind"] == layout.GUE].copy()
+    gue = _test_interval_x100(runs[runs["kind"] == layout.GUE].copy())
     gue["group"] = gue["task"].map(task_group)
     gue = _x100(gue, METRICS)
-    cols = [*METHOD_KEYS, "task", "group", "seed", *[f"{m}_x100" for m in METRICS],
+    cols = [*METHOD_KEYS, "task", "group", "seed", *[f"{m}_x100" for m in METRICS], "mcc_x100_low", "mcc_x100_high",
             "n_train", "n_test"]
     gue["_task"] = gue["task"].map(_task_sort_key)
     return method_sort(gue, ["_task", "seed"])[cols]
@@ -116,16 +145,24 @@ def gue_by_task(runs: pd.DataFrame) -> pd.DataFrame:
 
 # -------------------------------------------------------------------------------------- few-shot
 def fewshot_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, shots and method: n runs and the mean and sd (ddof=1; blank for n=1) of MCC,
-    accuracy and macro F1, all x100."""
-    few = _x100(runs[runs["kind"] == layout.FEWSHOT], FEWSHOT_METRICS)
-    keys = ["dataset", "shots", *METHOD_KEYS]
-    grouped = few.groupby(keys, sort=False)
+    """Per dataset, shots and method: n runs, the mean and sd (ddof=1; blank for n=1) of MCC,
+    accuracy and macro F1, all x100, and the 95% interval of the MCC mean (`interval` names it: a
+    Student t interval over the seeds for n > 1; for n = 1 the run's bootstrap over its test set,
+    blank unless `runs` has `with_test_intervals`' columns)."""
+    few = _x100(_test_interval_x100(runs[runs["kind"] == layout.FEWSHOT]), FEWSHOT_METRICS)
+    grouped = few.groupby(FEWSHOT_KEYS, sort=False)
     table = grouped.size().rename("n").reset_index()
     for m in FEWSHOT_METRICS:
-        stats = grouped[f"{m}_x100"].agg(["mean", "std"]).reset_index(drop=True)
-        table[f"{m}_x100_mean"] = stats["mean"].to_numpy()
-        table[f"{m}_x100_sd"] = stats["std"].to_numpy()
+        values = grouped[f"{m}_x100"].agg(["mean", "std"]).reset_index(drop=True)
+        table[f"{m}_x100_mean"] = values["mean"].to_numpy()
+        table[f"{m}_x100_sd"] = values["std"].to_numpy()
+        if m == "mcc":
+            single = grouped[["mcc_x100_low", "mcc_x100_high"]].first().to_numpy()
+            low, high = stats.t_interval(values["mean"], values["std"], table["n"])
+            several = table["n"].to_numpy() > 1
+            table["mcc_x100_low"] = np.where(several, low, single[:, 0])
+            table["mcc_x100_high"] = np.where(several, high, single[:, 1])
+            table["interval"] = np.where(several, T_OVER_SEEDS, np.where(np.isnan(single[:, 0]), "", BOOTSTRAP_TEST_SET))
     table["shots"] = table["shots"].astype("Int64")
     return method_sort(table, leading=["dataset", "shots"])
 
@@ -208,10 +245,12 @@ def _comparison_row(benchmark, entry, shots, metric, ours: pd.DataFrame, publish
     return row
 
 
-def all_tables(runs: pd.DataFrame, summaries: list[dict], published_dir: str | Path | None) -> dict[str, pd.DataFrame]:
-    """Every table of the report (layout.TABLES), by name."""
+def all_tables(runs: pd.DataFrame, summaries: list[dict], published_dir: str | Path | None,
+               grid: Grid) -> dict[str, pd.DataFrame]:
+    """Every table of the report (layout.TABLES), by name, of the runs of `grid`."""
+    runs = with_test_intervals(runs)
     return {
-        "gue": gue_table(runs), "gue_summary": gue_summary(runs), "gue_by_task": gue_by_task(runs),
+        "claims": claims_table(runs, grid, published_dir), "gue": gue_table(runs), "gue_summary": gue_summary(runs), "gue_by_task": gue_by_task(runs),
         "fewshot": fewshot_table(runs), "pretraining": pretraining_table(summaries),
-        "ours_vs_published": published_table(runs, published_dir),
+        "ours_vs_published": published_table(runs, published_dir), "variants": variants_table(runs, grid),
     }
