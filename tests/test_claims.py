@@ -66,7 +66,7 @@ def test_claim1_and_4_verdicts_of_a_clear_win_a_clear_loss_and_no_difference(tmp
         assert verdicts[("cm_gems vs dnabert", kind)] == claims.INCONCLUSIVE
         # Not declared: a row that says so.
         assert verdicts[("cm_gems vs cm_step", kind)] == claims.NOT_TESTED
-        assert verdicts[("cm_gems vs k-mer baseline", kind)] == claims.NOT_TESTED
+        assert not any("baseline" in contrast for contrast, _ in verdicts)  # a baseline masking is a masking
         # Claim 4: against the mean of random and dnabert (+5), of genemask and the undeclared global_pmi (-10).
         claim4 = _verdicts(table, 4)
         assert claim4[("PMI matters: cm_gems vs non-PMI maskings (mean)", kind)] == claims.SUPPORTED
@@ -205,3 +205,30 @@ def test_the_variants_table_compares_each_strategy_with_its_base_genome():
         assert same["ci_low"] < 0 < same["ci_high"]
     no_variants = Grid(**{**grid.__dict__, "variants": ()})
     assert variants.variants_table(runs, no_variants).empty
+
+
+def test_the_protocol_table_sets_our_run_of_a_checkpoint_beside_its_published_numbers():
+    """Our GUE MCC of a published checkpoint against its published row: tasks outside our seeds' range
+    are flagged, the mean difference has its interval; claim 2 also compares cm_gems with our run of it."""
+    from cmgems.report import protocol
+
+    checkpoint = Model(layout.EXTERNAL, "DNABERT2", layout.PUBLISHED, 0)
+    ours = Model("hg38", "dnabert6", "cm_gems", 1000)
+    rng = np.random.default_rng(7)
+    rows = [{"kind": layout.GUE, **checkpoint._asdict(), "task": task, "seed": seed, "mcc": 0.5 + 0.01 * seed}
+            for task in gue.GUE_27 for seed in (1, 2, 3)]
+    runs = pd.concat([pd.DataFrame(rows), _runs({ours: 0.0}, rng)], ignore_index=True)
+    published = pd.DataFrame({"task": gue.GUE_27, "model": "DNABERT-2", "source": "synthetic",
+                              "mcc_x100": [52.0] * 20 + [60.0] * 7})  # 20 within 51..53, 7 far above
+    grid = Grid(genomes=("hg38",), pretrained=(ours,), external=(checkpoint,), gue_tasks=tuple(gue.GUE_27),
+                gue_seeds=(1, 2, 3), fewshot=FEWSHOT, baseline=False, published_as=(("DNABERT2", "DNABERT-2"),))
+    assert Grid.from_json(grid.to_json()) == grid
+    table = protocol.protocol_table(runs, grid, published)
+    tasks, mean = table[table["task"] != protocol.MEAN], table[table["task"] == protocol.MEAN].iloc[0]
+    assert len(tasks) == 27 and (tasks["n_seeds"] == 3).all() and set(tasks["spread"]) == {"range over seeds"}
+    assert tasks["differs"].sum() == 7 == mean["tasks_differing"] and mean["n_tasks"] == 27
+    assert mean["difference"] == pytest.approx(52 - (20 * 52 + 7 * 60) / 27)
+    assert mean["ci_low"] < mean["difference"] < mean["ci_high"] < 0
+    claim2 = claims.claims_table(runs, grid, None)
+    against = claim2[claim2["contrast"] == "cm_gems vs DNABERT2 (our run)"].set_index("benchmark")
+    assert set(against.index) == {layout.GUE, layout.FEWSHOT} and against.loc[layout.GUE, "n_pairs"] == 27

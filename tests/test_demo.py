@@ -42,6 +42,16 @@ def test_report_tables_and_figures_are_written(demo):
         assert Path(layout.figure(item.name, "pdf", report)).stat().st_size > 0
 
 
+def test_the_demo_claims_table_is_inconclusive_as_a_300_step_tiny_model_should_be(demo):
+    """Every claim has its rows; none is decided on 2 GUE tasks and 8 few-shot pairs of a tiny model."""
+    claims = pd.read_csv(demo / layout.table("claims"))
+    assert claims["claim"].str[0].astype(int).unique().tolist() == [1, 2, 3, 4]
+    assert set(claims["verdict"]) <= {"inconclusive", "not tested"} and "inconclusive" in set(claims["verdict"])
+    tested = claims[claims["statistic"].eq("mean paired difference (MCC x100)")]
+    assert (tested["ci_low"] <= tested["estimate"]).all() and (tested["estimate"] <= tested["ci_high"]).all()
+    assert pd.read_csv(demo / layout.table("variants")).empty  # the demo declares no variant genome
+
+
 def test_demo_models_learn_the_planted_motifs(demo):
     gue = pd.read_csv(demo / layout.table("gue"))
     pretrained = gue[gue["model"] == "tiny"]

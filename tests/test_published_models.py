@@ -387,3 +387,54 @@ def test_schema_checksum_and_repository_patterns_are_the_modules():
     from cmgems.finetune import TOKENIZERS
 
     assert entry["tokenizer"]["enum"] == list(TOKENIZERS)
+
+
+@pytest.mark.slow
+def test_the_demo_reports_a_local_model_of_each_family_beside_ours(local_demo, built, tmp_path):
+    """The finished demo with a local model of each family added: only their packs and the report run;
+    every GUE and few-shot table has them, claim 2 compares cm_gems with each, and the protocol table
+    has the one that names a published row (the demo's tasks are not GUE's: no task in common)."""
+    import pandas as pd
+
+    workdir = tmp_path / "demo"
+    shutil.copytree(local_demo, workdir, symlinks=True)
+    entries = {family: {"path": str(built[family]), "tokenizer": TOKENIZER[family], "max_length": 24,
+                        "trust_remote_code": family == "bpe_bert"} for family in FAMILIES}
+    entries["bpe_bert"]["published_as"] = "DNABERT-2"
+    layer = tmp_path / "families.yaml"
+    layer.write_text(yaml.safe_dump({"pretrained_models": entries}))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+           "--configfile", str(REPO / "config" / "demo.yaml"), str(layer)]
+    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "rule pretrain:" not in result.stdout + result.stderr  # ours were done: only the checkpoints ran
+    for table, runs in (("gue", 2), ("fewshot", 2 * 2)):  # GUE: a row per run; few-shot: per dataset and shots
+        rows = pd.read_csv(workdir / layout.table(table))
+        external = rows[rows["genome"] == layout.EXTERNAL]
+        assert external.groupby("model").size().to_dict() == {family: runs for family in FAMILIES}, table
+    claims = pd.read_csv(workdir / layout.table("claims"))
+    assert {f"cm_gems vs {family} (our run)" for family in FAMILIES} <= set(claims["contrast"])
+    protocol = pd.read_csv(workdir / layout.table("protocol"))
+    assert protocol[["checkpoint", "published_as", "task", "n_tasks"]].values.tolist() == [["bpe_bert", "DNABERT-2", "mean", 0]]
+
+
+def test_the_paper_configs_commented_entries_plan_their_fetch_and_evaluation(tmp_path):
+    """config/config.yaml's commented DNABERT-6, DNABERT-2 and NT entries, uncommented with their
+    placeholders filled in, are valid entries: the plan fetches each and packs it as ours are packed."""
+    from test_workflow import job_counts, snakemake
+
+    text = (REPO / "config" / "config.yaml").read_text()
+    block = text.split("# pretrained_models:\n", 1)[1].split("\npretrained_models: {}", 1)[0]
+    entries = yaml.safe_load(re.sub(r"^# ?", "", block, flags=re.M)
+                             .replace("REVISION_40_HEX_DIGITS", REVISION).replace("SHA256_OF_FILE", "ab" * 32))
+    assert set(entries) == {"DNABERT6", "DNABERT2", "NT_500M_HUMAN"}
+    assert {e["published_as"] for e in entries.values()} == {"DNABERT (6-mer)", "DNABERT-2", "NT-500M-human"}
+    layer = tmp_path / "published.yaml"
+    layer.write_text(yaml.safe_dump({"pretrained_models": entries}))
+    result = snakemake("-n", "--quiet", "rules", "--configfile", str(REPO / "config" / "config.yaml"), str(layer),
+                       "-d", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["fetch_model"] == 3
+    assert counts["finetune_gue_EMP"] == counts["finetune_fewshot_silencer"] == 24 + 3

@@ -135,6 +135,7 @@ class Grid:
     fewshot: tuple[tuple[str, int, int], ...]
     baseline: bool
     variants: tuple[tuple[str, str], ...] = ()  # (genome, the genome it is a variant of): the released preset's
+    published_as: tuple[tuple[str, str], ...] = ()  # (external model, its model in the published GUE table)
 
 
     def models(self) -> list[Model]:
@@ -177,6 +178,7 @@ class Grid:
                 fewshot=tuple((str(d), int(shots), int(seed)) for d, shots, seed in doc["fewshot"]),
                 baseline=bool(doc["baseline"]),
                 variants=tuple((str(genome), str(base)) for genome, base in doc.get("variants", [])),
+                published_as=tuple((str(name), str(row)) for name, row in doc.get("published_as", [])),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise CmgemsError(f"not a grid of runs (cmgems.layout.Grid): {err!r}") from None
@@ -203,6 +205,7 @@ TABLES = (  # the claims first; its category sorts first in Snakemake's HTML rep
     ReportItem("fewshot", "Few-shot", "table_fewshot"),
     ReportItem("pretraining", "Pretraining", "table_pretraining"),
     ReportItem("ours_vs_published", "Published", "table_published"),
+    ReportItem("protocol", "Published", "table_protocol"),
     ReportItem("variants", "Variants", "table_variants"),
 )
 FIGURE_CATEGORIES = {  # each figure's caption is workflow/report/{its name}.rst

@@ -383,6 +383,11 @@ GRID = layout.Grid(
         for genome, entry in config["genomes"].items()
         if "variant_of" in entry
     ),
+    published_as=tuple(
+        (name, entry["published_as"])
+        for name, entry in EXTERNAL.items()
+        if "published_as" in entry
+    ),
 )
 
 
@@ -514,7 +519,7 @@ def all_run_outputs():
     files += [
         f"{run.folder()}/{name}" for run in GRID.runs() for name in layout.RUN_FILES
     ]
-    return files + report_inputs()
+    return files + report_inputs() + [layout.REPORT_SETTINGS]
 
 
 # ------------------------------------------------------------------------ packed evaluation

@@ -18,6 +18,7 @@ from cmgems.gue import GROUP_ORDER, GUE_27, GUE_TASKS, task_group
 from cmgems.layout import Grid
 from cmgems.report.claims import claims_table
 from cmgems.report.collect import METHOD_KEYS, METRICS, read_confusion, read_published
+from cmgems.report.protocol import protocol_table
 from cmgems.report.variants import variants_table
 
 FEWSHOT_METRICS = ["mcc", "accuracy", "f1_macro"]
@@ -253,4 +254,5 @@ def all_tables(runs: pd.DataFrame, summaries: list[dict], published_dir: str | P
         "claims": claims_table(runs, grid, published_dir), "gue": gue_table(runs), "gue_summary": gue_summary(runs), "gue_by_task": gue_by_task(runs),
         "fewshot": fewshot_table(runs), "pretraining": pretraining_table(summaries),
         "ours_vs_published": published_table(runs, published_dir), "variants": variants_table(runs, grid),
+        "protocol": protocol_table(runs, grid, read_published(published_dir)["gue"]),
     }
