@@ -121,7 +121,7 @@ def test_every_cluster_rule_ran_as_a_slurm_job(slurm_demo):
     remote = {jobid: rule for jobid, (rule, local) in jobs.items() if not local}
     local_rules = {rule for rule, local in jobs.values() if local}
     assert {"pretrain", "finetune_gue_other", "finetune_fewshot_demo_prom", "baseline_gue_other", "report"} <= set(remote.values())
-    assert local_rules <= {"tokenizer", "fewshot_sample", "all"}, local_rules
+    assert local_rules <= {"tokenizer", "fewshot_sample", "report_settings", "all"}, local_rules
     missing = {jobid: rule for jobid, rule in remote.items() if jobid not in submitted}
     assert not missing, f"not submitted to SLURM: {missing}"
     assert not set(submitted) - set(remote), "a local rule went to SLURM"
