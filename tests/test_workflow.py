@@ -617,6 +617,31 @@ def test_fewshot_files_are_fetched_through_the_dag(tmp_path, http_folder):
     assert toy[0] == [s for s in read_labelled(served)[0][20:]]
 
 
+def test_a_variant_genome_runs_the_grid_beside_its_base_with_its_overrides(tmp_path, pack_specs):
+    """A variant reads its base's FASTA and contigs, runs the whole grid under its own name with its
+    overrides merged in, and leaves its base's commands as they were."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["genomes"]["demo_released"] = {"variant_of": "demo", "overrides": {
+        "pmi": {"definition": "genemask"}, "pretrain": {"recipe": {"eval_every": 50}}, "gue": {"fp16": True}}}
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    cfg = tmp_path / "variant.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert counts["genome_contigs"] == 2 and counts["corpus_chunk"] == 2 * 2 and counts["pretrain"] == 2 * 3
+    commands = {log.group(1): line for line in result.stdout.splitlines()
+                if line.startswith("Shell command: ") and (log := re.search(r"> (logs/\S+)", line))}
+    assert "/demo.fa.gz" in commands["logs/demo_released/genome_contigs.log"]  # the base's FASTA
+    assert "--definition genemask" in commands["logs/demo_released/pmi_score.log"]
+    assert "--definition npmi" in commands["logs/demo/pmi_score.log"]
+    assert "--eval-every 50" in commands["logs/demo_released/pretrain/tiny/cm_gems/300.log"]
+    assert "--eval-every" in commands["logs/demo/pretrain/tiny/cm_gems/300.log"]
+    assert "--eval-every 50" not in commands["logs/demo/pretrain/tiny/cm_gems/300.log"]
+    released, own = (pack_specs(commands[f"logs/{g}/gue/tiny/cm_gems/300/pack_other.log"]) for g in ("demo_released", "demo"))
+    assert {run["fp16"] for run in released.values()} == {True} and {run["fp16"] for run in own.values()} == {False}
+
+
 def test_external_checkpoint_and_gue_archive_are_scheduled(tmp_path, pack_specs):
     """A published checkpoint is evaluated beside ours; a GUE url adds the checksummed download."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

@@ -57,7 +57,7 @@ def fasta_of(genome):
 
 
 def genome_contigs(genome):
-    return config["genomes"][genome].get("contigs", DEFAULT_CONTIGS)
+    return genome_entry(genome).get("contigs", DEFAULT_CONTIGS)
 
 
 def setting(genome, section, *keys):

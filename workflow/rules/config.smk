@@ -165,6 +165,14 @@ def merged(base, over):
     }
 
 
+def genome_entry(genome):
+    """The entry of `genome`; a variant's takes the `contigs` and `splice_n` of the genome it varies
+    unless it gives its own."""
+    entry = config["genomes"][genome]
+    base = config["genomes"].get(entry.get("variant_of"), {})
+    return {**{key: base[key] for key in ("contigs", "splice_n") if key in base}, **entry}
+
+
 def genome_config(genome):
     """The configuration of `genome`'s stages and runs: the top level with its `overrides` merged in
     (the top level itself for the published checkpoints' genome)."""
@@ -223,7 +231,7 @@ def check_keys(config, genomes):
             )
     for contig in config["pmi"]["contigs"] or []:
         for genome in genomes:
-            if contig not in config["genomes"][genome].get("contigs", DEFAULT_CONTIGS):
+            if contig not in genome_entry(genome).get("contigs", DEFAULT_CONTIGS):
                 raise ConfigError(
                     f"pmi.contigs: {contig!r} is not among the contigs of genome {genome!r} "
                     f"(genomes.{genome}.contigs, default chr1-22, chrX, chrY)"

@@ -36,7 +36,7 @@ rule genome_contigs:
     params:
         contigs=lambda w: genome_contigs(w.genome),
         splice=lambda w: (
-            "--splice-n" if config["genomes"][w.genome].get("splice_n") else ""
+            "--splice-n" if genome_entry(w.genome).get("splice_n") else ""
         ),
     shell:
         "python -m cmgems.cli genome contigs --fasta {input:q} --out-dir {output:q} "
