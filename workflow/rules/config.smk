@@ -170,7 +170,10 @@ def genome_entry(genome):
     unless it gives its own."""
     entry = config["genomes"][genome]
     base = config["genomes"].get(entry.get("variant_of"), {})
-    return {**{key: base[key] for key in ("contigs", "splice_n") if key in base}, **entry}
+    return {
+        **{key: base[key] for key in ("contigs", "splice_n") if key in base},
+        **entry,
+    }
 
 
 def genome_config(genome):
