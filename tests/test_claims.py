@@ -11,6 +11,7 @@ from sklearn.metrics import matthews_corrcoef
 from cmgems import gue, layout, stats
 from cmgems.layout import Grid, Model
 from cmgems.report import claims, render, variants
+from cmgems.report.collect import read_published
 
 FEWSHOT = tuple((dataset, shots, seed) for dataset in ("Prom-core", "Splice-40") for shots in (10, 50)
                 for seed in range(5))  # 20 pairs
@@ -41,13 +42,14 @@ def _runs(scores: dict[Model, float], rng: np.random.Generator, noise: float = 2
 
 
 def _published(tmp_path, values: dict[str, dict[str, float]], further_pretrained=()):
-    """gue_mcc.csv of `values` ({model: {task: MCC x100}}), each model a released checkpoint but those
-    `further_pretrained` (no checkpoint: not references of the claims)."""
+    """The published GUE numbers of `values` ({model: {task: MCC x100}}), read from a gue_mcc.csv written in
+    `tmp_path`; each model a released checkpoint but those `further_pretrained` (no checkpoint: not
+    references of the claims)."""
     rows = [{"task": task, "model": model, "mcc_x100": value, "source": "synthetic",
              "checkpoint": None if model in further_pretrained else f"org/{model}"}
             for model, by_task in values.items() for task, value in by_task.items()]
     pd.DataFrame(rows).to_csv(tmp_path / "gue_mcc.csv", index=False)
-    return tmp_path
+    return read_published(tmp_path)["gue"]
 
 
 def _verdicts(table: pd.DataFrame, claim: int) -> dict[tuple[str, str], str]:
@@ -58,7 +60,7 @@ def _verdicts(table: pd.DataFrame, claim: int) -> dict[tuple[str, str], str]:
 def test_claim1_and_4_verdicts_of_a_clear_win_a_clear_loss_and_no_difference(tmp_path):
     models = [Model("hg38", "dnabert6", m, 10000) for m in ("cm_gems", *EFFECTS)]
     scores = {models[0]: 0.0, **{m: -EFFECTS[m.masking] for m in models[1:]}}
-    table = claims.claims_table(_runs(scores, np.random.default_rng(0)), _grid(models), None)
+    table = claims.claims_table(_runs(scores, np.random.default_rng(0)), _grid(models), read_published(None)["gue"])
     for kind in (layout.FEWSHOT, layout.GUE):
         verdicts = _verdicts(table, 1)
         assert verdicts[("cm_gems vs random", kind)] == claims.SUPPORTED
@@ -113,7 +115,7 @@ def test_too_few_pairs_are_inconclusive_and_nothing_published_is_said(tmp_path):
     runs = _runs({models[0]: 0.0, models[1]: -30.0}, np.random.default_rng(2))
     runs = runs[runs["task"].isin(gue.GUE_27[:5]) | (runs["seed"] == 0)]  # 5 tasks, 4 few-shot pairs
     grid = _grid(models)
-    table = claims.claims_table(runs, grid, tmp_path)  # no gue_mcc.csv there
+    table = claims.claims_table(runs, grid, read_published(tmp_path)["gue"])  # no gue_mcc.csv there
     row = table[(table["contrast"] == "cm_gems vs random") & (table["benchmark"] == layout.GUE)].iloc[0]
     few = table[(table["contrast"] == "cm_gems vs random") & (table["benchmark"] == layout.FEWSHOT)].iloc[0]
     assert (row["n_pairs"], few["n_pairs"]) == (5, 4) and row["estimate"] > 20
@@ -126,7 +128,7 @@ def test_too_few_pairs_are_inconclusive_and_nothing_published_is_said(tmp_path):
 def test_claims_are_deterministic():
     models = [Model("hg38", "dnabert6", m, 10000) for m in ("cm_gems", "random")]
     runs = _runs({models[0]: 0.0, models[1]: -1.0}, np.random.default_rng(3))
-    first, second = (claims.claims_table(runs, _grid(models), None) for _ in range(2))
+    first, second = (claims.claims_table(runs, _grid(models), read_published(None)["gue"]) for _ in range(2))
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -229,6 +231,6 @@ def test_the_protocol_table_sets_our_run_of_a_checkpoint_beside_its_published_nu
     assert tasks["differs"].sum() == 7 == mean["tasks_differing"] and mean["n_tasks"] == 27
     assert mean["difference"] == pytest.approx(52 - (20 * 52 + 7 * 60) / 27)
     assert mean["ci_low"] < mean["difference"] < mean["ci_high"] < 0
-    claim2 = claims.claims_table(runs, grid, None)
+    claim2 = claims.claims_table(runs, grid, read_published(None)["gue"])
     against = claim2[claim2["contrast"] == "cm_gems vs DNABERT2 (our run)"].set_index("benchmark")
     assert set(against.index) == {layout.GUE, layout.FEWSHOT} and against.loc[layout.GUE, "n_pairs"] == 27

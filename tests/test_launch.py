@@ -51,15 +51,22 @@ def reference(corpus, tmp_path_factory) -> Path:
     return out
 
 
-def test_sigterm_to_the_process_group_of_one_process_checkpoints_and_resumes(corpus, reference, tmp_path):
-    """The trainer and its data workers get the signal: the trainer saves the step and exits 143."""
-    out = tmp_path / "one"
-    args = pretrain_args(corpus, out)
-    stopped = launch(args, 1, tmp_path / "stopped.log", signal.SIGTERM)
+def stopped_by_sigterm(args: list[str], processes: int, out: Path, log: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """A launch of `processes` ranks writing `out`, SIGTERMed as a process group once it has checkpointed:
+    it exits 143 having saved a step before the end, and says so. Returns it and that step."""
+    stopped = launch(args, processes, log, signal.SIGTERM)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     step = checkpoint_step(out)
     assert 0 < step < STEPS, "stopped before the end"
     assert f"signal 15: checkpoint saved at step {step}, exiting for a restart" in stopped.stderr
+    return stopped, step
+
+
+def test_sigterm_to_the_process_group_of_one_process_checkpoints_and_resumes(corpus, reference, tmp_path):
+    """The trainer and its data workers get the signal: the trainer saves the step and exits 143."""
+    out = tmp_path / "one"
+    args = pretrain_args(corpus, out)
+    stopped, step = stopped_by_sigterm(args, 1, out, tmp_path / "stopped.log")
     assert "killed by signal" not in stopped.stderr  # no data worker died of it
 
     resumed = launch(args, 1, tmp_path / "resumed.log")
@@ -74,11 +81,7 @@ def test_sigterm_to_the_process_group_of_a_two_rank_launch_checkpoints_and_resum
     data workers); both ranks checkpoint one step; launch.sh exits 143, where torchrun exits 1."""
     out = tmp_path / "two"
     args = pretrain_args(corpus, out)
-    stopped = launch(args, 2, tmp_path / "stopped.log", signal.SIGTERM)
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
-    step = checkpoint_step(out)
-    assert 0 < step < STEPS, "stopped before the end"
-    assert f"signal 15: checkpoint saved at step {step}, exiting for a restart" in stopped.stderr
+    stopped, step = stopped_by_sigterm(args, 2, out, tmp_path / "stopped.log")
     state = torch.load(out / "checkpoint" / f"step-{step:08d}" / "state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2  # both ranks' states, of that step
     assert "killed by signal" not in stopped.stderr and "SIGKILL" not in stopped.stderr

@@ -445,7 +445,7 @@ def test_published_numbers_file():
 
 
 def test_published_table(tree, runs):
-    table = tables.published_table(runs, REPO / "resources" / "published")
+    table = tables.published_table(runs, collect.read_published(REPO / "resources" / "published"))
     gue = table[table["benchmark"] == "gue"].set_index("entry")
     assert gue.loc["prom_core_tata", "DNABERT-2 (published)"] == 74.17
     assert gue.loc["prom_core_tata", "DNABERT (6-mer) (published)"] == 76.06
@@ -468,7 +468,7 @@ def test_published_fewshot_and_missing_source(tmp_path, runs):
     (pub / "fewshot.csv").write_text(
         "dataset,shots,model,metric,value_x100,source\nprom_core,10,X,mcc,12.5,paper T1\n"
     )
-    table = tables.published_table(runs, pub)
+    table = tables.published_table(runs, collect.read_published(pub))
     row = table[table["benchmark"] == "fewshot"].iloc[0]
     few = tables.fewshot_table(runs)
     assert row["X (published)"] == 12.5 and row["shots"] == 10

@@ -388,20 +388,31 @@ def score_file(counts_path: str | Path, out: str | Path, definition: str = "npmi
 def token_ranks(pmi_path: str | Path, k: int) -> np.ndarray:
     """Rank of each token id's k-mer in a PMI table, int64 (kmers.vocab_size(k),).
 
-    k-mers absent from the table and the special ids get (number of ranked k-mers + 1), i.e. last.
+    k-mers absent from the table and the special ids get the last rank + 1 (`ranks_by_token`).
     Lower rank = higher ranking score (norm_pmi) = masked first. A table that leaves every k-mer tied
     (none ranked, as when min_count keeps none) is a CmgemsError: PMI-guided masking would not be.
     """
     table = read_parquet(pmi_path, ["ngram", "n", "rank"], "columns ngram, n, rank of a PMI table")
     rows = table.filter(pc.equal(table.column("n"), k))
-    ranks = np.full(kmers.vocab_size(k), len(rows) + 1, dtype=np.int64)
-    codes = ngram_codes(rows.column("ngram").combine_chunks(), k, where=str(pmi_path))
-    ranks[count_code_to_token_id(codes, k)] = rows.column("rank").to_numpy()
+    ranks = ranks_by_token(token_ids(rows, k, pmi_path), rows.column("rank").to_numpy(), k)
     if len(np.unique(ranks[kmers.NUM_SPECIAL :])) < 2:
         raise CmgemsError(f"{pmi_path}: every {k}-mer has the same rank ({len(rows)} {k}-mer(s) in the table), so "
                           f"PMI-guided masking would be random masking; lower pmi.min_count (or count more sequence: "
                           f"pmi.contigs) and rerun")
     return ranks
+
+
+def token_ids(rows: pa.Table, k: int, where: str | Path) -> np.ndarray:
+    """The token ids of the k-mers of `rows`' column `ngram` (int64 (M,))."""
+    return count_code_to_token_id(ngram_codes(rows.column("ngram").combine_chunks(), k, where=str(where)), k)
+
+
+def ranks_by_token(ids: np.ndarray, ranks: np.ndarray, k: int) -> np.ndarray:
+    """int64 (kmers.vocab_size(k),): `ranks` at the token `ids`; the other k-mers and the special ids
+    rank after every given one (the largest rank + 1)."""
+    out = np.full(kmers.vocab_size(k), int(ranks.max(initial=0)) + 1, dtype=np.int64)
+    out[ids] = ranks
+    return out
 
 
 PUBLISHED_COLUMNS = ("ngram", "ngram_size", "norm_pmi_rank_rel")  # GeneMask's Data-A (Code-C cells 19, 22)
@@ -423,12 +434,10 @@ def published_token_ranks(path: str | Path, k: int) -> np.ndarray:
     ranks = rows.column("norm_pmi_rank_rel").to_numpy(zero_copy_only=False)
     if len(rows) == 0 or not np.issubdtype(ranks.dtype, np.integer) or ranks.min() < 1:
         raise CmgemsError(f"{path}: needs {k}-mers (ngram_size {k}) ranked by positive integers in norm_pmi_rank_rel")
-    ids = count_code_to_token_id(ngram_codes(rows.column("ngram").combine_chunks(), k, where=str(path)), k)
+    ids = token_ids(rows, k, path)
     if len(np.unique(ids)) < len(ids):
         raise CmgemsError(f"{path}: a {k}-mer is listed twice")
-    out = np.full(kmers.vocab_size(k), int(ranks.max()) + 1, dtype=np.int64)
-    out[ids] = ranks
-    return out
+    return ranks_by_token(ids, ranks, k)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -728,13 +728,19 @@ def declared_settings():
     return json.dumps(settings, sort_keys=True)
 
 
+def settings_digest(text):
+    """The SHA-256 of declared_settings' text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_declared_settings(path, log):
     """The declared settings into `path` (atomically); their digest and run count into `log`."""
     text = declared_settings()
     with atomic_output(path) as tmp:
         Path(tmp).write_text(text)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    Path(log).write_text(f"settings of {len(GRID.runs())} runs, sha256 {digest}\n")
+    Path(log).write_text(
+        f"settings of {len(GRID.runs())} runs, sha256 {settings_digest(text)}\n"
+    )
 
 
 def cluster_jobs():

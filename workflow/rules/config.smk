@@ -140,14 +140,15 @@ def describe(error):
 
 def check_schema():
     """Validate against the schema (messages by key), then let Snakemake fill in its defaults; then
-    each genome's settings (`genome_config`) as a whole configuration."""
+    the settings of each genome with overrides (`genome_config`) as a whole configuration.
+    """
     schema = yaml.safe_load(SCHEMA_FILE.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise ConfigError(describe(error))
     validate(config, schema=str(SCHEMA_FILE))
-    for genome in config["genomes"]:
+    for genome in (g for g, entry in config["genomes"].items() if "overrides" in entry):
         error = jsonschema.exceptions.best_match(
             validator.iter_errors(genome_config(genome))
         )

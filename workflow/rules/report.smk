@@ -14,7 +14,7 @@ rule report_settings:
     benchmark:
         "benchmarks/out/report_settings.tsv"
     params:
-        digest=lambda w: hashlib.sha256(declared_settings().encode()).hexdigest(),
+        digest=lambda w: settings_digest(declared_settings()),
     run:
         write_declared_settings(output[0], log[0])
 

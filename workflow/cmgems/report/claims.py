@@ -26,14 +26,12 @@ that says why. The constants of the statistics are in `cmgems.stats`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from cmgems import layout, stats
 from cmgems.layout import Grid, Model
-from cmgems.report.collect import METHOD_KEYS, read_published
+from cmgems.report.collect import METHOD_KEYS
 
 CM_GEMS = "cm_gems"
 CLAIM1_AGAINST = ("random", "dnabert", "genemask", "global_pmi", "cm_step")
@@ -65,9 +63,11 @@ COLUMNS = ["claim", "contrast", "benchmark", *METHOD_KEYS[:2], "steps", "ours", 
 # ------------------------------------------------------------------------------------ the scores
 class Scores:
     """MCC x100 of the collected runs, per method (genome, model, masking, steps): few-shot per
-    (dataset, shots, seed), GUE per task (mean over seeds); published per model, by task."""
+    (dataset, shots, seed), GUE per task (mean over seeds); published per model, by task: the released
+    checkpoints' rows of `published_gue` (`collect.read_published`'s; those with a `checkpoint`, so not
+    DNABERT-2 pretrained further on GUE), none without it."""
 
-    def __init__(self, runs: pd.DataFrame, published_gue: pd.DataFrame):
+    def __init__(self, runs: pd.DataFrame, published_gue: pd.DataFrame | None = None):
         few, gue = (runs[runs["kind"] == kind] for kind in (layout.FEWSHOT, layout.GUE))
         self.by_kind = {
             layout.FEWSHOT: {key: g.set_index(["dataset", "shots", "seed"])["mcc"] * 100
@@ -76,10 +76,11 @@ class Scores:
                          for key, s in gue.groupby([*METHOD_KEYS, "task"], sort=False)["mcc"].mean()
                          .groupby(level=list(range(4)), sort=False)},
         }
-        tasks = published_gue[~published_gue["task"].astype(str).str.startswith("mean_")]
-        if "checkpoint" in tasks:  # the released pretrained checkpoints only (not DNABERT-2 pretrained further on GUE)
+        self.published = {}
+        if published_gue is not None:
+            tasks = published_gue[~published_gue["task"].astype(str).str.startswith("mean_")]
             tasks = tasks[tasks["checkpoint"].notna() & (tasks["checkpoint"].astype(str).str.strip() != "")]
-        self.published = {model: g.set_index("task")["mcc_x100"] for model, g in tasks.groupby("model", sort=False)}
+            self.published = {model: g.set_index("task")["mcc_x100"] for model, g in tasks.groupby("model", sort=False)}
 
     def of(self, kind: str, method: Model) -> pd.Series:
         return self.by_kind[kind].get(tuple(method), pd.Series(dtype=float))
@@ -233,10 +234,10 @@ def _notes(table: pd.DataFrame) -> pd.Series:
                   f"p < {stats.ALPHA}"))
 
 
-def claims_table(runs: pd.DataFrame, grid: Grid, published_dir: str | Path | None) -> pd.DataFrame:
+def claims_table(runs: pd.DataFrame, grid: Grid, published_gue: pd.DataFrame) -> pd.DataFrame:
     """The claims table (COLUMNS), claim by claim, from the collected runs (`collect.collect_runs`)
-    of `grid` and the published GUE numbers in `published_dir`."""
-    scores = Scores(runs, read_published(published_dir)["gue"])
+    of `grid` and the published GUE numbers (`collect.read_published(...)["gue"]`)."""
+    scores = Scores(runs, published_gue)
     rows = [*claim1_rows(grid, scores), *_published_rows(grid, scores, 2), *_published_rows(grid, scores, 3),
             *claim4_rows(grid, scores)]
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"family": object, "note": object})

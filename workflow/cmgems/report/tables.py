@@ -195,14 +195,13 @@ def _best(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     return best[[*keys, "method", value]].rename(columns={"method": "ours_method", value: "ours_x100"})
 
 
-def published_table(runs: pd.DataFrame, published_dir: str | Path | None) -> pd.DataFrame:
+def published_table(runs: pd.DataFrame, published: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Our best method next to the published numbers.
 
     Rows: every GUE task (ours or published), `mean_27` and `mean_28` (the best 27- / 28-task mean
     among methods with all those tasks, else blank), and every few-shot (dataset, shots, metric) with
     published numbers. Columns: benchmark, entry, shots, metric, ours_method, ours_x100, one column
-    per published model ("MODEL (published)", x100), sources."""
-    published = read_published(published_dir)
+    per published model ("MODEL (published)", x100), sources. `published`: `collect.read_published`'s."""
     rows = []
     # GUE per task and the means.
     means = gue_task_means(runs)
@@ -250,9 +249,10 @@ def all_tables(runs: pd.DataFrame, summaries: list[dict], published_dir: str | P
                grid: Grid) -> dict[str, pd.DataFrame]:
     """Every table of the report (layout.TABLES), by name, of the runs of `grid`."""
     runs = with_test_intervals(runs)
+    published = read_published(published_dir)
     return {
-        "claims": claims_table(runs, grid, published_dir), "gue": gue_table(runs), "gue_summary": gue_summary(runs), "gue_by_task": gue_by_task(runs),
-        "fewshot": fewshot_table(runs), "pretraining": pretraining_table(summaries),
-        "ours_vs_published": published_table(runs, published_dir), "variants": variants_table(runs, grid),
-        "protocol": protocol_table(runs, grid, read_published(published_dir)["gue"]),
+        "claims": claims_table(runs, grid, published["gue"]), "gue": gue_table(runs), "gue_summary": gue_summary(runs),
+        "gue_by_task": gue_by_task(runs), "fewshot": fewshot_table(runs), "pretraining": pretraining_table(summaries),
+        "ours_vs_published": published_table(runs, published), "variants": variants_table(runs, grid),
+        "protocol": protocol_table(runs, grid, published["gue"]),
     }

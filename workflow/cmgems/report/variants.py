@@ -21,7 +21,7 @@ COLUMNS = ["genome", "base", "model", "masking", "steps", "benchmark", "pairs", 
 def variants_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
     """One row per (variant genome, model, masking, steps, benchmark) declared for both the variant and
     its base genome (COLUMNS; `ours_x100` is the variant's mean MCC x100, `against_x100` the base's)."""
-    scores = Scores(runs, pd.DataFrame(columns=["task", "model", "mcc_x100"]))
+    scores = Scores(runs)
     declared = {tuple(m) for m in grid.pretrained}
     benchmarks = [kind for kind, present in ((layout.FEWSHOT, grid.fewshot), (layout.GUE, grid.gue_tasks)) if present]
     rows = []
